@@ -1,0 +1,99 @@
+"""The embedded default: the whole VISTA-R1 loop on a tiny policy, offline, on 2 CPU cores.
+
+    vista-train --config configs/tiny_cpu.py
+    vista-train --config configs/tiny_cpu.py --config.rl.group_size=4 --config.name=g4
+
+Starts the tool server on 127.0.0.1, trains a BPE tokenizer on the task text, generates
+expert trajectories with the real tools, runs SFT then GRPO on a tiny Qwen2.5-VL-architecture
+policy, evaluates base / SFT / SFT+GRPO on held-out tasks and writes runs/<name>/.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = "tiny_cpu"  # run name; outputs go to <run_root>/<name>/
+    c.run_root = "runs"  # parent directory of run directories
+    c.seed = 0  # seeds params, task sampling and rollouts
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.shape = (-1, 1, 1)  # devices along (data, fsdp, tensor); -1 = all remaining devices
+    c.mesh.rules = "default"  # logical-axis rule table in vista_jax.sharding (only "default" so far)
+
+    c.tools = ml_collections.ConfigDict()
+    c.tools.url = ""  # tool server URL; "" starts a local server subprocess on 127.0.0.1
+    c.tools.timeout_s = 30.0  # per-request client timeout, seconds
+
+    c.env = ml_collections.ConfigDict()
+    c.env.family = "chart_qa"  # task family (procedural, seeded)
+    c.env.max_turns = 4  # assistant turns per episode before truncation
+    c.env.system_prompt_style = "compact"  # "compact" (one line per tool) or "full" (JSON schemas)
+    c.env.tools = "chart_to_table,calculator,crop"  # comma-separated tools shown to the policy
+
+    c.reward = ml_collections.ConfigDict()
+    c.reward.correct_weight = 1.0  # weight of R_correct (verified answer, 0/1)
+    c.reward.format_penalty = 0.1  # subtracted for a malformed turn or no answer (keep ≤ 0.2)
+    c.reward.repetition_penalty = 0.1  # subtracted for a repeated identical tool call
+
+    c.tokenizer = ml_collections.ConfigDict()
+    c.tokenizer.path = ""  # HF tokenizer dir; "" trains a BPE on task text (cached in the run dir)
+    c.tokenizer.vocab_size = 1024  # BPE vocabulary size, including special tokens
+    c.tokenizer.corpus_tasks = 2000  # training tasks whose text (and expert turns) train the BPE
+
+    c.model = ml_collections.ConfigDict()
+    c.model.embed_dim = 128  # decoder hidden size
+    c.model.num_layers = 4  # decoder layers
+    c.model.num_heads = 4  # query heads
+    c.model.num_kv_heads = 2  # key/value heads (GQA)
+    c.model.head_dim = 32  # per-head dim; mrope sections sum to head_dim // 2
+    c.model.mlp_dim = 384  # SwiGLU hidden size
+    c.model.mrope_section = (4, 6, 6)  # rotary half-dim split over (temporal, height, width)
+    c.model.rope_theta = 10000.0  # rotary base
+    c.model.vision_embed_dim = 64  # vision tower hidden size
+    c.model.vision_num_layers = 2  # vision blocks
+    c.model.vision_num_heads = 2  # vision heads
+    c.model.vision_mlp_dim = 128  # vision MLP hidden size
+    c.model.image_size = 56  # images are resized to image_size² px (multiple of 28) for the policy
+
+    c.rollout = ml_collections.ConfigDict()
+    c.rollout.max_context = 512  # KV-cache slots per row (prompt + all turns + padding)
+    c.rollout.max_new_tokens = 48  # tokens per assistant turn
+    c.rollout.prompt_buckets = (128, 256)  # prompt lengths are padded to one of these
+    c.rollout.obs_buckets = (64, 128)  # observation chunks are padded to one of these
+    c.rollout.max_images_per_chunk = 1  # images one prompt or tool observation may carry
+    c.rollout.max_images = 4  # images per trajectory in a training batch (prompt + tool images)
+    c.rollout.train_buckets = (256, 512)  # RL batches are padded to the smallest that fits
+    c.rollout.temperature = 1.0  # sampling temperature for RL rollouts (eval is greedy)
+
+    c.sft = ml_collections.ConfigDict()
+    c.sft.num_trajectories = 1024  # expert trajectories generated (then filtered to verified)
+    c.sft.steps = 300  # optimizer steps
+    c.sft.batch_size = 32  # sequences per step
+    c.sft.seq_len = 320  # packed length; longer trajectories are dropped and counted
+    c.sft.learning_rate = 2e-3  # peak learning rate (warmup then cosine)
+    c.sft.warmup_steps = 30  # linear warmup steps
+    c.sft.weight_decay = 0.0  # AdamW weight decay
+
+    c.rl = ml_collections.ConfigDict()
+    c.rl.algorithm = "grpo"  # advantage estimator: grpo | dr_grpo
+    c.rl.policy_loss = "ppo_clip"  # registered policy loss
+    c.rl.loss_agg = "token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum-norm
+    c.rl.steps = 40  # rollout + update iterations
+    c.rl.prompts_per_step = 8  # distinct tasks per step
+    c.rl.group_size = 8  # samples per task (G)
+    c.rl.learning_rate = 2e-4  # constant learning rate after warmup
+    c.rl.warmup_steps = 5  # linear warmup steps
+    c.rl.clip_eps = 0.2  # PPO ratio clip (both sides)
+    c.rl.kl_coef = 0.0  # weight of k3 KL to the frozen SFT policy; 0 skips the reference pass
+    c.rl.updates_per_rollout = 1  # optimizer steps per rollout batch (minibatches)
+    c.rl.max_grad_norm = 1.0  # global gradient clip
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.num_tasks = 96  # held-out (test split) tasks per evaluation
+    c.eval.batch_size = 32  # episodes decoded together
+
+    c.log = ml_collections.ConfigDict()
+    c.log.every = 5  # print a metrics line every this many steps
+    c.log.trajectories = 64  # evaluation trajectories written per policy
+    return c

@@ -1,0 +1,52 @@
+"""vista-jax: VISTA-Gym and VISTA-R1 in JAX/Flax NNX."""
+
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    # Pins resolve together on Python 3.11 (jax 0.10) and 3.12 (jax 0.11 where available).
+    "jax>=0.10.2",
+    "flax>=0.12.8",
+    "optax>=0.2.8",
+    "orbax-checkpoint>=0.12.8",
+    "grain>=0.2.18",
+    "ml-collections>=1.1.0",
+    "tokenizers>=0.22",
+    "transformers>=5.0",
+    "safetensors>=0.7",
+    "aiohttp>=3.13",
+    "pydantic>=2.10",
+    "jsonschema>=4.23",
+    "sympy>=1.13",
+    "pillow>=11",
+    "numpy>=1.26",
+    "tqdm>=4.66",
+]
+
+EXTRAS = {
+    "test": [
+        "pytest>=8",
+        "pytest-timeout>=2.3",
+        # CPU build only: `torch==2.13.0` resolves to the local CPU wheel on our machines,
+        # while a bare `torch` pulls a multi-GB CUDA build. Used only by the parity tests.
+        "torch==2.13.0",
+    ],
+}
+
+setup(
+    name="vista-jax",
+    version="0.1.0",
+    description="VISTA-Gym (tool-integrated visual reasoning environment) and VISTA-R1 "
+    "(SFT + GRPO for VLM agents) in JAX / Flax NNX.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["vista_jax", "vista_jax.*", "tools_server", "tools_server.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={
+        "console_scripts": [
+            "vista-train=vista_jax.cli:train_main",
+            "vista-tools=tools_server.cli:main",
+        ],
+    },
+)

@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+
+from vista_jax import protocol
+from vista_jax import tokenizer as T
+
+TEXTS = [
+    "What is the value of Beta?", "Alpha | 23\nBeta | 41", "How much greater is Beta than Alpha?",
+    '<think>I need the table.</think><tool_call>{"name": "chart_to_table", "arguments": '
+    '{"image": "img_0"}}</tool_call>', "<answer>18</answer>",
+] * 20
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return T.load_or_train_tokenizer(tmp_path_factory.mktemp("tok"), lambda: TEXTS, 400, 4)
+
+
+def test_round_trip_and_cache(tok, tmp_path):
+    for s in TEXTS[:5] + ["unseen wörds 12345 ✓"]:
+        assert tok.decode(tok.encode(s)) == s
+    # a second load reads the cache instead of training (texts_fn must not be called)
+    d = tmp_path / "t"
+    T.load_or_train_tokenizer(d, lambda: TEXTS, 400, 4)
+    again = T.load_or_train_tokenizer(d, lambda: pytest.fail("retrained"), 400, 4)
+    assert again.encode(TEXTS[3]) == tok.encode(TEXTS[3])
+
+
+def test_special_tokens_are_atomic_and_digits_single(tok):
+    for s in T.SPECIAL_TOKENS:
+        assert len(tok.encode(s)) == 1, s
+    assert [tok.decode([i]) for i in tok.encode("12345")] == list("12345")
+    assert tok.special_ids[protocol.TOOL_CALL_END] in tok.stop_ids
+    assert tok.special_ids[protocol.ANSWER_END] in tok.stop_ids
+
+
+def test_conversation_loss_mask_covers_exactly_assistant_turns(tok):
+    call = protocol.render_assistant_turn("look", tool_call=protocol.ToolCall("chart_to_table", {"image": "img_0"}))
+    messages = [
+        {"role": "system", "content": "You use tools."},
+        {"role": "user", "content": "What is Beta?", "images": ["IMG"]},
+        {"role": "assistant", "content": call},
+        {"role": "tool", "content": "<tool_response>Beta | 41</tool_response>"},
+        {"role": "assistant", "content": "<answer>41</answer>"},
+    ]
+    seg = tok.render_conversation(messages)
+    assert seg.images == ["IMG"]
+    assert (seg.ids == tok.image_pad_id).sum() == 4
+    trained = tok.decode(seg.ids[seg.loss_mask == 1])
+    assert trained == call + "<answer>41</answer>"
+    # the same sequence as the rollout builds it: prompt, turn, observation, turn
+    parts = [tok.render_prompt(messages[:2]), tok.render_assistant(call),
+             tok.render_observation(messages[3:4]), tok.render_assistant("<answer>41</answer>")]
+    np.testing.assert_array_equal(T.Segment.concat(parts).ids, seg.ids)
+    np.testing.assert_array_equal(T.Segment.concat(parts).loss_mask, seg.loss_mask)
+    text = tok.decode(seg.ids)
+    assert "<|im_start|>user\n<tool_response>Beta | 41</tool_response><|im_end|>" in text
+    assert text.endswith("<|im_start|>assistant\n<answer>41</answer>")
+
+
+def test_conversation_without_assistant_is_rejected(tok):
+    with pytest.raises(ValueError):
+        tok.render_conversation([{"role": "user", "content": "hi"}])

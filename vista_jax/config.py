@@ -1,0 +1,54 @@
+"""Config validation: one place, at start, naming the bad key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _get(config: ml_collections.ConfigDict, key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        if part not in node:
+            raise ConfigError(f"config is missing {key!r}")
+        node = node[part]
+    return node
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError naming the first key whose value cannot work."""
+
+    def check(key: str, ok, why: str):
+        if not ok(_get(config, key)):
+            raise ConfigError(f"config.{key}={_get(config, key)!r}: {why}")
+
+    positive = lambda v: isinstance(v, (int, float)) and v > 0  # noqa: E731
+    for key in ("env.max_turns", "tokenizer.vocab_size", "model.embed_dim", "model.num_layers",
+                "model.num_heads", "model.num_kv_heads", "model.head_dim", "model.mlp_dim",
+                "rollout.max_context", "rollout.max_new_tokens", "rl.group_size",
+                "rl.prompts_per_step", "sft.batch_size", "sft.seq_len", "eval.batch_size",
+                "rl.learning_rate", "sft.learning_rate", "rollout.max_images"):
+        check(key, positive, "must be positive")
+    for key in ("sft.steps", "rl.steps", "eval.num_tasks", "rl.kl_coef", "reward.format_penalty",
+                "reward.repetition_penalty"):
+        check(key, lambda v: v >= 0, "must be ≥ 0")
+    check("model.num_heads", lambda v: v % config.model.num_kv_heads == 0,
+          "must be a multiple of model.num_kv_heads")
+    check("model.mrope_section", lambda v: len(v) == 3 and sum(v) == config.model.head_dim // 2,
+          f"needs 3 sections summing to head_dim // 2 = {config.model.head_dim // 2}")
+    check("model.image_size", lambda v: v % 28 == 0, "must be a multiple of 28 (2x2 merge of 14 px)")
+    check("rl.group_size", lambda v: v >= 2, "GRPO needs at least 2 samples per group")
+    check("rl.algorithm", lambda v: v in ("grpo", "dr_grpo"), "one of grpo | dr_grpo")
+    check("rl.loss_agg", lambda v: v in ("token-mean", "seq-mean-token-mean",
+                                         "seq-mean-token-sum-norm"), "unknown aggregation")
+    check("env.system_prompt_style", lambda v: v in ("compact", "full"), "compact | full")
+    check("mesh.shape", lambda v: len(v) == 3 and list(v).count(-1) <= 1,
+          "3 axis sizes (data, fsdp, tensor), at most one -1")
+    check("rollout.prompt_buckets", lambda v: max(v) <= config.rollout.max_context,
+          "buckets cannot exceed rollout.max_context")
+    check("rollout.temperature", positive, "must be positive (evaluation is greedy anyway)")

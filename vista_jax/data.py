@@ -1,0 +1,74 @@
+"""Packing trajectories into fixed-shape training batches, and grain pipelines.
+
+Every training batch, SFT or RL, has the layout documented in `rl/train_step.py`: one row
+per trajectory, padded on the right to a bucket length, images as pixel patches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import grain
+import numpy as np
+
+from vista_jax.rollout import bucket
+
+
+def pack_rows(rows: Sequence[dict[str, Any]], seq_len: int, max_images: int,
+              patch_shape: tuple[int, int], pad_id: int) -> dict[str, np.ndarray]:
+    """Packs rows (tokens [n], positions [3, n], loss_mask [n], optional logprobs [n],
+    images: list of [P, F]) into batch arrays of length seq_len. Rows must fit."""
+    b = len(rows)
+    out = {
+        "tokens": np.full((b, seq_len), pad_id, np.int32),
+        "positions": np.zeros((b, 3, seq_len), np.int32),
+        "valid": np.zeros((b, seq_len), bool),
+        "loss_mask": np.zeros((b, seq_len), np.float32),
+        "old_logprobs": np.zeros((b, seq_len), np.float32),
+        "patches": np.zeros((b, max_images) + tuple(patch_shape), np.float32),
+    }
+    for i, row in enumerate(rows):
+        n = len(row["tokens"])
+        if n > seq_len or len(row["images"]) > max_images:
+            raise ValueError(f"row {i} has {n} tokens / {len(row['images'])} images; "
+                             f"the batch takes {seq_len} / {max_images}")
+        out["tokens"][i, :n] = row["tokens"]
+        out["positions"][i, :, :n] = row["positions"]
+        out["valid"][i, :n] = True
+        out["loss_mask"][i, :n] = row["loss_mask"]
+        if row.get("logprobs") is not None:
+            out["old_logprobs"][i, :n] = row["logprobs"]
+        for k, p in enumerate(row["images"]):
+            out["patches"][i, k] = p
+    return out
+
+
+def fits(row: dict[str, Any], seq_len: int, max_images: int) -> bool:
+    return len(row["tokens"]) <= seq_len and len(row["images"]) <= max_images
+
+
+def pack_episodes(episodes, buckets: Sequence[int], max_images: int, patch_shape, pad_id: int,
+                  advantages: np.ndarray) -> dict[str, np.ndarray]:
+    """An RL batch from rollout episodes, padded to the smallest bucket that fits them all."""
+    rows = [{"tokens": e.tokens, "positions": e.positions, "loss_mask": e.loss_mask,
+             "logprobs": e.logprobs, "images": e.images} for e in episodes]
+    seq_len = bucket(max(len(r["tokens"]) for r in rows), buckets)
+    batch = pack_rows(rows, seq_len, max_images, patch_shape, pad_id)
+    batch["advantages"] = np.asarray(advantages, np.float32)
+    return batch
+
+
+def sft_iterator(rows: Sequence[dict[str, Any]], *, batch_size: int, seq_len: int,
+                 max_images: int, patch_shape, pad_id: int, seed: int) -> Iterator[dict]:
+    """Endless shuffled SFT batches through grain (its iterator state can be checkpointed)."""
+    if len(rows) < batch_size:
+        raise ValueError(f"{len(rows)} SFT rows is fewer than one batch of {batch_size}")
+
+    def pack_one(row):
+        return {k: v[0] for k, v in pack_rows([row], seq_len, max_images, patch_shape,
+                                              pad_id).items()}
+
+    ds = (grain.MapDataset.source(list(rows)).seed(seed).shuffle().repeat()
+          .map(pack_one).batch(batch_size, drop_remainder=True))
+    return iter(ds.to_iter_dataset())

@@ -1,0 +1,51 @@
+"""Greedy evaluation of a policy on held-out tasks: accuracy (overall and per question
+type), tool-call validity, mean turns, format errors."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from vista_jax.rollout import Episode, Sampler, run_episodes
+
+
+def evaluate(sampler: Sampler, params, make_vec_env, tasks: Sequence[Any], *, batch_size: int,
+             seed: int = 0) -> tuple[dict[str, float], list[Episode]]:
+    """Plays every task once with greedy decoding, `batch_size` episodes at a time.
+    `make_vec_env(n)` returns a vector env of n envs (reused across batches of equal size)."""
+    episodes: list[Episode] = []
+    envs: dict[int, Any] = {}
+    for start in range(0, len(tasks), batch_size):
+        chunk = list(tasks[start:start + batch_size])
+        n = len(chunk)
+        if n < batch_size:  # pad the last batch with repeats so shapes (and compilations) stay fixed
+            chunk = chunk + [chunk[-1]] * (batch_size - n)
+        env = envs.setdefault(len(chunk), make_vec_env(len(chunk)))
+        eps, _ = run_episodes(sampler, params, env, chunk, rng=jax.random.key(seed), greedy=True)
+        episodes.extend(eps[:n])
+    return summarize(episodes, tasks), episodes
+
+
+def summarize(episodes: Sequence[Episode], tasks: Sequence[Any]) -> dict[str, float]:
+    calls = sum(e.num_tool_calls for e in episodes)
+    valid = sum(e.num_valid_tool_calls for e in episodes)
+    out = {
+        "accuracy": float(np.mean([e.correct for e in episodes])),
+        "tool_call_validity": valid / calls if calls else 0.0,
+        "tool_calls_per_episode": calls / len(episodes),
+        "mean_turns": float(np.mean([e.num_turns for e in episodes])),
+        "format_ok": float(np.mean([e.reward_components.get("format", 0.0) == 0.0
+                                    for e in episodes])),
+        "answered": float(np.mean([e.trajectory.get("answer") is not None for e in episodes])),
+        "mean_reward": float(np.mean([e.reward for e in episodes])),
+    }
+    by_type = collections.defaultdict(list)
+    for e, t in zip(episodes, tasks):
+        by_type[t.meta.get("question_type", t.family)].append(e.correct)
+    for k, v in sorted(by_type.items()):
+        out[f"accuracy/{k}"] = float(np.mean(v))
+    return out

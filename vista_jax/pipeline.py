@@ -1,0 +1,258 @@
+"""The main job: tools → expert data → tokenizer → model → base eval → SFT → eval → GRPO →
+eval → report. `vista-train --config configs/tiny_cpu.py` runs it; everything it writes
+goes to `<run_root>/<name>/`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+from tqdm.auto import tqdm
+
+from vista_jax import checkpoint as ckpt_lib
+from vista_jax import config as config_lib
+from vista_jax import data as data_lib
+from vista_jax import sharding
+from vista_jax import tokenizer as tok_lib
+from vista_jax.env import (RewardConfig, TrajectoryWriter, VectorVistaEnv, generate_expert_dataset,
+                           make_tasks)
+from vista_jax.env.tool_client import SyncToolClient
+from vista_jax.evaluate import evaluate
+from vista_jax.models import ModelConfig, Qwen25VL, mrope_positions
+from vista_jax.rl import learner
+from vista_jax.rl.train_step import make_logprob_fn, make_optimizer, make_train_step, sft_loss
+from vista_jax.rollout import Sampler, SamplerConfig
+from vista_jax.sft import run_sft
+
+log = logging.getLogger("vista_jax")
+
+
+class MetricsLog:
+    """Appends one JSON line per logged step to metrics.jsonl and echoes a short line."""
+
+    def __init__(self, path: str):
+        self.f = open(path, "a", encoding="utf-8")
+
+    def __call__(self, phase: str, step: int, metrics: dict[str, Any], echo: bool = False):
+        rec = {"phase": phase, "step": step, "time": time.time(), **metrics}
+        self.f.write(json.dumps(rec) + "\n")
+        self.f.flush()
+        if echo:
+            keys = [k for k in ("loss", "reward", "accuracy", "informative_groups", "clip_fraction",
+                                "logprob_abs_diff", "tool_call_validity", "decode_tokens_per_s")
+                    if k in metrics]
+            tqdm.write(f"[{phase} {step}] " + " ".join(f"{k}={metrics[k]:.4g}" for k in keys))
+
+    def close(self):
+        self.f.close()
+
+
+def model_config_from(config: ml_collections.ConfigDict, tok: tok_lib.VistaTokenizer) -> ModelConfig:
+    m = config.model
+    return ModelConfig(
+        vocab_size=tok.vocab_size, embed_dim=m.embed_dim, num_layers=m.num_layers,
+        num_heads=m.num_heads, num_kv_heads=m.num_kv_heads, head_dim=m.head_dim,
+        mlp_dim=m.mlp_dim, rope_theta=m.rope_theta, mrope_section=tuple(m.mrope_section),
+        vision_embed_dim=m.vision_embed_dim, vision_num_layers=m.vision_num_layers,
+        vision_num_heads=m.vision_num_heads, vision_mlp_dim=m.vision_mlp_dim,
+        image_pad_id=tok.image_pad_id)
+
+
+def conversation_row(tok: tok_lib.VistaTokenizer, sampler: Sampler, messages) -> dict[str, Any]:
+    """An expert conversation as a training row (tokens, positions, loss mask, patches)."""
+    seg = tok.render_conversation(messages)
+    grid = (1, sampler.grid // 2, sampler.grid // 2)
+    pos, _ = mrope_positions(seg.ids, [grid] * len(seg.images), 0, image_pad_id=tok.image_pad_id)
+    return {"tokens": seg.ids, "positions": pos, "loss_mask": seg.loss_mask,
+            "images": [sampler.image_patches(im) for im in seg.images]}
+
+
+def corpus_texts(records) -> list[str]:
+    """Text the tiny BPE is trained on: every message of the expert trajectories."""
+    return [m["content"] for r in records for m in r["messages"]]
+
+
+def param_table(params) -> str:
+    rows = []
+    for path, x in jax.tree_util.tree_leaves_with_path(params):
+        name = "/".join(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)
+        spec = getattr(getattr(x, "sharding", None), "spec", "")
+        rows.append(f"  {name:<60} {str(tuple(x.shape)):<20} {spec}")
+    total = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+    return "\n".join(rows + [f"  total parameters: {total:,}"])
+
+
+def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Runs the whole job and returns the summary dict (also written to summary.json)."""
+    config_lib.validate(config)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    run_dir = os.path.abspath(os.path.join(config.run_root, config.name))
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
+    metrics_log = MetricsLog(os.path.join(run_dir, "metrics.jsonl"))
+
+    with contextlib.ExitStack() as stack:
+        url = config.tools.url
+        if not url:
+            from tools_server.launch import LocalToolServer
+            url = stack.enter_context(LocalToolServer()).url
+            log.info("started local tool server at %s", url)
+        client = SyncToolClient(url, timeout_s=config.tools.timeout_s)
+        stack.callback(client.close)
+
+        env_kwargs = dict(
+            family=config.env.family, max_turns=config.env.max_turns,
+            reward_config=RewardConfig(correct_weight=config.reward.correct_weight,
+                                       format_penalty=config.reward.format_penalty,
+                                       repetition_penalty=config.reward.repetition_penalty),
+            system_prompt_style=config.env.system_prompt_style,
+            tools=tuple(t.strip() for t in config.env.tools.split(",") if t.strip()))
+
+        def make_vec_env(n: int, split: str = "train") -> VectorVistaEnv:
+            return VectorVistaEnv(client, n, split=split, **env_kwargs)
+
+        # --- expert data and tokenizer --------------------------------------------------
+        t = time.perf_counter()
+        expert, expert_stats = generate_expert_dataset(
+            config.env.family, "train", config.sft.num_trajectories, client,
+            filter_correct=True, env_kwargs=env_kwargs)
+        timings["expert_data_s"] = time.perf_counter() - t
+        log.info("expert trajectories: %s", expert_stats)
+
+        t = time.perf_counter()
+        grid = config.model.image_size // 14
+        tokens_per_image = (grid // 2) ** 2
+        if config.tokenizer.path:
+            from transformers import AutoTokenizer
+            tok = tok_lib.VistaTokenizer(AutoTokenizer.from_pretrained(config.tokenizer.path),
+                                         tokens_per_image)
+        else:
+            tok = tok_lib.load_or_train_tokenizer(
+                os.path.join(run_dir, "tokenizer"), lambda: corpus_texts(expert),
+                config.tokenizer.vocab_size, tokens_per_image)
+        timings["tokenizer_s"] = time.perf_counter() - t
+
+        # --- model, sharded over the mesh -----------------------------------------------
+        mesh = sharding.make_mesh(tuple(config.mesh.shape))
+        stack.enter_context(jax.set_mesh(mesh))
+        rules = sharding.DEFAULT_RULES
+        model_cfg = model_config_from(config, tok)
+        model = sharding.create_sharded_model(
+            lambda: Qwen25VL(model_cfg, rngs=nnx.Rngs(config.seed)), mesh, rules)
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        del model
+        log.info("mesh %s\n%s", dict(mesh.shape), param_table(params))
+        batch_sharding = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+
+        def to_device(batch):
+            return jax.device_put(batch, batch_sharding)
+
+        sampler = Sampler(graphdef, rest, model_cfg, tok, SamplerConfig.from_config(config))
+        patch_shape = (sampler.grid * sampler.grid, 3 * 2 * 14 * 14)
+        grid_hw = (sampler.grid, sampler.grid)
+        ckpt = ckpt_lib.manager(os.path.join(run_dir, "checkpoints"))
+
+        eval_tasks = make_tasks(config.env.family, "test", config.eval.num_tasks)
+        eval_envs: dict[int, VectorVistaEnv] = {}
+
+        def run_eval(name: str, p) -> dict[str, float]:
+            t = time.perf_counter()
+            summary, episodes = evaluate(
+                sampler, p,
+                lambda n: eval_envs.setdefault(n, make_vec_env(n, "test")), eval_tasks,
+                batch_size=config.eval.batch_size, seed=config.seed)
+            timings[f"eval_{name}_s"] = time.perf_counter() - t
+            writer = TrajectoryWriter(os.path.join(run_dir, "trajectories", f"eval_{name}.jsonl"))
+            for e in episodes[:config.log.trajectories]:
+                writer.write({**e.trajectory, "reward": e.reward, "policy": name})
+            writer.close()
+            metrics_log("eval", 0, {"policy": name, **summary}, echo=False)
+            tqdm.write(f"[eval {name}] " + " ".join(f"{k}={v:.3f}" for k, v in summary.items()))
+            return summary
+
+        results = {"base": run_eval("base", params)}
+
+        # --- SFT ------------------------------------------------------------------------
+        t = time.perf_counter()
+        rows = [conversation_row(tok, sampler, r["messages"]) for r in expert]
+        fit = [r for r in rows if data_lib.fits(r, config.sft.seq_len, config.rollout.max_images)]
+        log.info("SFT rows: %d (%d dropped as longer than sft.seq_len=%d)", len(fit),
+                 len(rows) - len(fit), config.sft.seq_len)
+        tx = make_optimizer(config.sft.learning_rate, warmup_steps=config.sft.warmup_steps,
+                            total_steps=config.sft.steps, weight_decay=config.sft.weight_decay)
+        opt_state = tx.init(params)
+        sft_step = make_train_step(graphdef, rest, sft_loss, tx, grid_hw)
+        batches = data_lib.sft_iterator(fit, batch_size=config.sft.batch_size,
+                                        seq_len=config.sft.seq_len,
+                                        max_images=config.rollout.max_images,
+                                        patch_shape=patch_shape, pad_id=tok.pad_id, seed=config.seed)
+        params, opt_state, _ = run_sft(
+            params=params, opt_state=opt_state, train_step=sft_step, batches=batches,
+            steps=config.sft.steps, to_device=to_device,
+            log=lambda s, m: metrics_log("sft", s, m, echo=s % (config.log.every * 10) == 0))
+        timings["sft_s"] = time.perf_counter() - t
+        ckpt_lib.save(ckpt, config.sft.steps, params, extra={"phase": "sft"})
+        results["sft"] = run_eval("sft", params)
+
+        # --- GRPO -----------------------------------------------------------------------
+        t = time.perf_counter()
+        rl = config.rl
+        tx = make_optimizer(rl.learning_rate, warmup_steps=rl.warmup_steps, total_steps=rl.steps,
+                            max_grad_norm=rl.max_grad_norm, decay=False)
+        opt_state = tx.init(params)
+        rl_step_fn = make_train_step(graphdef, rest, learner.make_rl_loss(rl), tx, grid_hw)
+        ref_fn = ref_params = None
+        if rl.kl_coef > 0:
+            ref_fn = make_logprob_fn(graphdef, rest, grid_hw)
+            ref_params = jax.tree.map(lambda x: x.copy(), params)
+        rl_env = make_vec_env(rl.prompts_per_step * rl.group_size)
+        traj_writer = TrajectoryWriter(os.path.join(run_dir, "trajectories", "rl.jsonl"))
+        rng = jax.random.key(config.seed + 1)
+        offset = config.sft.num_trajectories  # RL prompts are train tasks SFT never saw
+        for step in tqdm(range(rl.steps), desc="grpo", dynamic_ncols=True):
+            tasks = make_tasks(config.env.family, "train", rl.prompts_per_step,
+                               seed_offset=offset + step * rl.prompts_per_step)
+            params, opt_state, m, episodes = learner.rl_step(
+                sampler=sampler, params=params,
+                opt_state=opt_state, train_step=rl_step_fn, vec_env=rl_env, tasks=tasks,
+                rl_cfg=rl, rollout_cfg=config.rollout, rng=jax.random.fold_in(rng, step),
+                to_device=to_device, patch_shape=patch_shape, pad_id=tok.pad_id,
+                ref_logprob_fn=ref_fn, ref_params=ref_params)
+            metrics_log("rl", step, m, echo=step % config.log.every == 0 or step == rl.steps - 1)
+            for e in episodes[:rl.group_size]:
+                traj_writer.write({**e.trajectory, "reward": e.reward, "step": step})
+        traj_writer.close()
+        timings["grpo_s"] = time.perf_counter() - t
+        ckpt_lib.save(ckpt, config.sft.steps + rl.steps, params, extra={"phase": "grpo"})
+        results["grpo"] = run_eval("grpo", params)
+
+    metrics_log.close()
+    timings["wall_time_s"] = time.perf_counter() - t_start
+    summary = {
+        "base_accuracy": results["base"]["accuracy"],
+        "sft_accuracy": results["sft"]["accuracy"],
+        "grpo_accuracy": results["grpo"]["accuracy"],
+        "tool_call_validity": results["grpo"]["tool_call_validity"],
+        "mean_turns": results["grpo"]["mean_turns"],
+        "wall_time_s": timings["wall_time_s"],
+        "expert_pass_rate": expert_stats.get("pass_rate"),
+        "timings": timings,
+        "results": results,
+    }
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    from vista_jax.report import write_report
+    write_report(run_dir, config, summary)
+    return summary

@@ -1,0 +1,79 @@
+"""Token log-probs, policy losses (registered by name) and named loss aggregations.
+
+Aggregations are explicit so that gradient accumulation can be exact: each returns a
+(sum, denominator) pair; the caller divides once after summing over micro-batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+_POLICY_LOSSES: dict[str, Callable] = {}
+
+
+def register_policy_loss(name: str):
+    def wrap(fn):
+        _POLICY_LOSSES[name] = fn
+        return fn
+    return wrap
+
+
+def get_policy_loss(name: str) -> Callable:
+    if name not in _POLICY_LOSSES:
+        raise KeyError(f"unknown policy loss {name!r}; registered: {sorted(_POLICY_LOSSES)}")
+    return _POLICY_LOSSES[name]
+
+
+def token_logprobs(logits, tokens, temperature: float = 1.0):
+    """log p(tokens[:, t] | < t) for t ≥ 1 from logits [B, T, V]; position 0 gets 0.
+    Returns [B, T] float32."""
+    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32) / temperature, axis=-1)
+    picked = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]  # [B, T-1]
+    return jnp.pad(picked, ((0, 0), (1, 0)))
+
+
+def token_entropy(logits, temperature: float = 1.0):
+    """Entropy of the next-token distribution, aligned like token_logprobs. [B, T]."""
+    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32) / temperature, axis=-1)
+    ent = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+    return jnp.pad(ent, ((0, 0), (1, 0)))
+
+
+def aggregate(per_token, mask, mode: str, norm_len: int | None = None):
+    """Returns (sum, denominator) for the named aggregation of per_token [B, T] under mask.
+
+    token-mean: Σ_tokens x / #tokens (every token weighs the same; DAPO, GRPO here).
+    seq-mean-token-mean: mean over sequences of each sequence's token mean (original GRPO).
+    seq-mean-token-sum-norm: Σ_tokens x / (B · norm_len) (Dr.GRPO; constant normaliser).
+    """
+    mask = mask.astype(jnp.float32)
+    if mode == "token-mean":
+        return jnp.sum(per_token * mask), jnp.sum(mask)
+    if mode == "seq-mean-token-mean":
+        n = jnp.sum(mask, axis=1)
+        seq = jnp.sum(per_token * mask, axis=1) / jnp.maximum(n, 1.0)
+        return jnp.sum(jnp.where(n > 0, seq, 0.0)), jnp.sum(n > 0).astype(jnp.float32)
+    if mode == "seq-mean-token-sum-norm":
+        length = per_token.shape[1] if norm_len is None else norm_len
+        return jnp.sum(per_token * mask), jnp.float32(per_token.shape[0] * length)
+    raise ValueError(f"unknown loss aggregation {mode!r}")
+
+
+@register_policy_loss("ppo_clip")
+def ppo_clip_loss(logp, old_logp, advantages, *, clip_eps_low: float, clip_eps_high: float):
+    """Token-level clipped surrogate, -min(ρA, clip(ρ, 1-ε_low, 1+ε_high)A), per token [B, T].
+    Also returns the clipped indicator for the clip-fraction metric."""
+    ratio = jnp.exp(logp - old_logp)
+    unclipped = ratio * advantages
+    clipped = jnp.clip(ratio, 1.0 - clip_eps_low, 1.0 + clip_eps_high) * advantages
+    loss = -jnp.minimum(unclipped, clipped)
+    return loss, (clipped < unclipped).astype(jnp.float32)
+
+
+def kl_k3(logp, ref_logp):
+    """Schulman's k3 estimator of KL(π‖π_ref) per token: exp(r) - r - 1 with r = ref - logp."""
+    r = ref_logp - logp
+    return jnp.exp(r) - r - 1.0

@@ -1,0 +1,121 @@
+"""One compiled update: `(params, opt_state, batch) -> (params, opt_state, metrics)`.
+
+Shared by SFT and the RL learners: a loss function maps the policy's logits on a packed
+batch to a (sum, denominator, metric sums) triple. Micro-batches are accumulated inside the
+jitted step with `lax.scan` by summing loss sums and their gradients and dividing once by
+the summed denominator, so the update is the same with and without accumulation.
+
+A packed batch (all arrays batch-major so one NamedSharding over ("data", "fsdp") shards
+them all):
+    tokens       int32   [B, L]
+    positions    int32   [B, 3, L]   explicit M-RoPE positions
+    valid        bool    [B, L]
+    loss_mask    float32 [B, L]      1 on tokens the policy generated
+    patches      float32 [B, M, P, F] pixel patches of the row's images, in token order
+    plus, for RL: old_logprobs [B, L], advantages [B], (ref_logprobs [B, L])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+LossFn = Callable[[jax.Array, dict[str, jax.Array]], tuple[jax.Array, jax.Array, dict[str, jax.Array]]]
+
+
+def policy_logits(model, batch: dict[str, jax.Array], grid_hw: tuple[int, int]):
+    """Full causal forward of the policy over a packed batch. Returns logits [B, L, V]."""
+    patches = batch["patches"]
+    b, m = patches.shape[:2]
+    emb = model.encode_images(patches.reshape((b * m,) + patches.shape[2:]), grid_hw=grid_hw)
+    emb = emb.reshape(b, m * emb.shape[1], emb.shape[2])
+    positions = jnp.transpose(batch["positions"], (1, 0, 2))  # [3, B, L]
+    logits, _ = model(batch["tokens"], positions, batch["valid"], None, image_embeds=emb)
+    return logits
+
+
+def make_optimizer(learning_rate: float, *, warmup_steps: int, total_steps: int,
+                   weight_decay: float = 0.0, max_grad_norm: float = 1.0,
+                   decay: bool = True) -> optax.GradientTransformation:
+    """AdamW with linear warmup, then cosine decay (or constant), and global-norm clipping."""
+    if decay:
+        schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(warmup_steps, 1),
+                                                      max(total_steps, warmup_steps + 1),
+                                                      end_value=learning_rate * 0.1)
+    else:
+        schedule = optax.join_schedules(
+            [optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1)),
+             optax.constant_schedule(learning_rate)], [max(warmup_steps, 1)])
+    return optax.chain(optax.clip_by_global_norm(max_grad_norm),
+                       optax.adamw(schedule, b1=0.9, b2=0.98, weight_decay=weight_decay))
+
+
+def make_train_step(graphdef: nnx.GraphDef, rest: nnx.State, loss_fn: LossFn,
+                    tx: optax.GradientTransformation, grid_hw: tuple[int, int],
+                    micro_batches: int = 1):
+    """Builds the jitted, donated update for a model split as (graphdef, params, rest)."""
+
+    def sums(params, mb):
+        model = nnx.merge(graphdef, params, rest)
+        total, denom, metrics = loss_fn(policy_logits(model, mb, grid_hw), mb)
+        return total, (denom, metrics)
+
+    value_and_grad = jax.value_and_grad(sums, has_aux=True)
+
+    def step(params, opt_state, batch):
+        if micro_batches == 1:
+            (total, (denom, metrics)), grads = value_and_grad(params, batch)
+        else:
+            split = jax.tree.map(
+                lambda x: x.reshape((micro_batches, x.shape[0] // micro_batches) + x.shape[1:]),
+                batch)
+
+            def body(carry, mb):
+                (total, (denom, metrics)), g = value_and_grad(params, mb)
+                acc = jax.tree.map(jnp.add, carry, (total, denom, metrics, g))
+                return acc, None
+
+            zeros = jax.eval_shape(lambda: value_and_grad(params, jax.tree.map(lambda x: x[0], split)))
+            init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                (zeros[0][0], zeros[0][1][0], zeros[0][1][1], zeros[1]))
+            (total, denom, metrics, grads), _ = jax.lax.scan(body, init, split)
+        denom = jnp.maximum(denom, 1.0)
+        grads = jax.tree.map(lambda g: g / denom, grads)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        # Metric sums are per token when the loss reports its token count, else per denominator.
+        norm = jnp.maximum(metrics.pop("tokens", denom), 1.0)
+        out = {k: v / norm for k, v in metrics.items()}
+        out["loss"] = total / denom
+        out["grad_norm"] = optax.global_norm(grads)
+        return params, opt_state, out
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def make_logprob_fn(graphdef: nnx.GraphDef, rest: nnx.State, grid_hw: tuple[int, int],
+                    temperature: float = 1.0):
+    """Jitted token log-probs [B, L] of a policy on a packed batch (reference / diagnostics)."""
+    from vista_jax.rl.losses import token_logprobs
+
+    def fn(params, batch):
+        model = nnx.merge(graphdef, params, rest)
+        return token_logprobs(policy_logits(model, batch, grid_hw), batch["tokens"], temperature)
+
+    return jax.jit(fn)
+
+
+def sft_loss(logits, batch) -> tuple[Any, Any, dict]:
+    """Token-mean negative log-likelihood on generated (assistant) tokens."""
+    from vista_jax.rl.losses import token_logprobs
+
+    logp = token_logprobs(logits, batch["tokens"])
+    mask = batch["loss_mask"]
+    acc = (jnp.argmax(logits[:, :-1], -1) == batch["tokens"][:, 1:]).astype(jnp.float32)
+    acc = jnp.pad(acc, ((0, 0), (1, 0)))
+    return -jnp.sum(logp * mask), jnp.sum(mask), {"token_accuracy": jnp.sum(acc * mask)}

@@ -1,0 +1,193 @@
+"""Tokenizer and chat template.
+
+Two kinds of tokenizer sit behind one interface (`VistaTokenizer`):
+- a byte-level BPE trained with the `tokenizers` library on the task text at the first run
+  of a config (cached under the run dir), for the tiny CPU policy; and
+- later, the tokenizer of a real Qwen2.5-VL checkpoint (same special-token names).
+
+The chat template is Qwen's ChatML with the protocol tags as single special tokens:
+
+    <|im_start|>system\n{system}<|im_end|>\n
+    <|im_start|>user\n<|vision_start|><|image_pad|>…<|vision_end|>{question}<|im_end|>\n
+    <|im_start|>assistant\n<think>…</think><tool_call>{…}</tool_call><|im_end|>\n
+    <|im_start|>user\n<tool_response>…</tool_response><|im_end|>\n
+    <|im_start|>assistant\n…<answer>…</answer>
+
+Images of a message are rendered right after its role header. Tool results are shown in a
+user turn, as Qwen2.5 does. The policy generates an assistant turn up to and including its
+stop token (`</tool_call>` or `</answer>`); everything else (headers, `<|im_end|>`, tool
+responses) is an observation, never trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from vista_jax import protocol
+
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+VISION_START, IMAGE_PAD, VISION_END = "<|vision_start|>", "<|image_pad|>", "<|vision_end|>"
+EOS = "<|endoftext|>"
+
+SPECIAL_TOKENS = (
+    EOS, IM_START, IM_END, VISION_START, IMAGE_PAD, VISION_END,
+    protocol.THINK_START, protocol.THINK_END,
+    protocol.TOOL_CALL_START, protocol.TOOL_CALL_END,
+    protocol.TOOL_RESPONSE_START, protocol.TOOL_RESPONSE_END,
+    protocol.ANSWER_START, protocol.ANSWER_END,
+)
+
+
+@dataclasses.dataclass
+class Segment:
+    """A run of tokens with a per-token loss mask and the images whose pads it contains."""
+
+    ids: np.ndarray  # int32 [T]
+    loss_mask: np.ndarray  # int32 [T], 1 on tokens the policy generates
+    images: list[Any]  # PIL images, in the order of their pad runs in `ids`
+
+    @staticmethod
+    def concat(segments: Sequence[Segment]) -> Segment:
+        return Segment(
+            np.concatenate([s.ids for s in segments]).astype(np.int32),
+            np.concatenate([s.loss_mask for s in segments]).astype(np.int32),
+            [im for s in segments for im in s.images],
+        )
+
+
+class VistaTokenizer:
+    """Wraps an HF tokenizer; adds the protocol's special-token ids and the chat template."""
+
+    def __init__(self, hf_tokenizer, image_tokens_per_image: int):
+        self.hf = hf_tokenizer
+        self.image_tokens_per_image = image_tokens_per_image
+        missing = [t for t in SPECIAL_TOKENS if t not in hf_tokenizer.get_vocab()]
+        if missing:
+            raise ValueError(f"tokenizer lacks special tokens {missing}")
+        ids = {t: hf_tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+        self.special_ids = ids
+        self.eos_id = ids[EOS]
+        self.pad_id = ids[EOS]
+        self.im_end_id = ids[IM_END]
+        self.image_pad_id = ids[IMAGE_PAD]
+        # The sampler ends an assistant turn at any of these tokens (inclusive).
+        self.stop_ids = (ids[protocol.TOOL_CALL_END], ids[protocol.ANSWER_END], ids[IM_END], ids[EOS])
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.hf)
+
+    def encode(self, text: str) -> list[int]:
+        return self.hf.encode(text, add_special_tokens=False)
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        return self.hf.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    # --- chat template -------------------------------------------------------------------
+
+    def _text(self, text: str, trained: bool = False) -> Segment:
+        ids = np.asarray(self.encode(text), np.int32)
+        return Segment(ids, np.full(len(ids), int(trained), np.int32), [])
+
+    def _images(self, images: Sequence[Any]) -> Segment:
+        ids: list[int] = []
+        for _ in images:
+            ids += [self.special_ids[VISION_START]]
+            ids += [self.image_pad_id] * self.image_tokens_per_image
+            ids += [self.special_ids[VISION_END]]
+        return Segment(np.asarray(ids, np.int32), np.zeros(len(ids), np.int32), list(images))
+
+    def render_message(self, message: dict[str, Any]) -> Segment:
+        """A whole non-assistant message: header, images, content, end of turn."""
+        role = "user" if message["role"] == "tool" else message["role"]
+        return Segment.concat([
+            self._text(f"{IM_START}{role}\n"),
+            self._images(message.get("images") or ()),
+            self._text(message["content"] + f"{IM_END}\n"),
+        ])
+
+    def assistant_header(self) -> Segment:
+        return self._text(f"{IM_START}assistant\n")
+
+    def render_prompt(self, messages: Sequence[dict[str, Any]]) -> Segment:
+        """System + user messages followed by the assistant header (the generation prompt)."""
+        return Segment.concat([self.render_message(m) for m in messages] + [self.assistant_header()])
+
+    def render_observation(self, messages: Sequence[dict[str, Any]]) -> Segment:
+        """What follows an assistant turn that called a tool: end of turn, tool message(s),
+        and the next assistant header."""
+        return Segment.concat([self._text(f"{IM_END}\n")]
+                              + [self.render_message(m) for m in messages]
+                              + [self.assistant_header()])
+
+    def render_assistant(self, text: str) -> Segment:
+        """An assistant turn as the policy would generate it (loss mask 1)."""
+        return self._text(text, trained=True)
+
+    def render_conversation(self, messages: Sequence[dict[str, Any]]) -> Segment:
+        """A whole conversation (e.g. an expert trajectory) as one token sequence whose loss
+        mask is 1 exactly on the assistant turns' tokens."""
+        segments, pending = [], []
+        first_assistant = True
+        for m in messages:
+            if m["role"] == "assistant":
+                if first_assistant:
+                    segments.append(self.render_prompt(pending))
+                    first_assistant = False
+                else:
+                    segments.append(self.render_observation(pending))
+                pending = []
+                segments.append(self.render_assistant(m["content"]))
+            else:
+                pending.append(m)
+        if first_assistant:
+            raise ValueError("conversation has no assistant turn")
+        if pending:
+            segments.append(self.render_observation(pending))
+        return Segment.concat(segments)
+
+
+# --- training the tiny BPE ---------------------------------------------------------------
+
+def train_bpe(texts: Iterable[str], vocab_size: int):
+    """Trains a byte-level BPE whose digits are single tokens (numbers copy and compute
+    digit by digit) and whose protocol tags are atomic special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def load_or_train_tokenizer(cache_dir: str | os.PathLike, texts_fn, vocab_size: int,
+                            image_tokens_per_image: int) -> VistaTokenizer:
+    """Loads the tokenizer cached in `cache_dir`, or trains one on `texts_fn()` and caches it."""
+    from transformers import PreTrainedTokenizerFast
+
+    cache_dir = os.fspath(cache_dir)
+    if os.path.exists(os.path.join(cache_dir, "tokenizer.json")):
+        hf = PreTrainedTokenizerFast.from_pretrained(cache_dir)
+    else:
+        tok = train_bpe(texts_fn(), vocab_size)
+        hf = PreTrainedTokenizerFast(
+            tokenizer_object=tok, eos_token=EOS, pad_token=EOS,
+            additional_special_tokens=[t for t in SPECIAL_TOKENS if t != EOS],
+        )
+        hf.save_pretrained(cache_dir)
+    return VistaTokenizer(hf, image_tokens_per_image)
