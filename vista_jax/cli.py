@@ -19,9 +19,15 @@ def load_config(argv: list[str]):
     from absl import flags
     from ml_collections import config_flags
 
+    # absl only registers the --config.x overrides when the file is given as --config=PATH.
+    argv = list(argv)
+    for i in range(len(argv) - 1):
+        if argv[i] == "--config":
+            argv[i:i + 2] = [f"--config={argv[i + 1]}", ""]
+    argv = [a for a in argv if a != ""]
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file("config", _default_config_path(), "config file",
-                                    flag_values=fv, lock_config=True)
+                                    flag_values=fv, lock_config=True, sys_argv=argv)
     try:
         fv(argv)
     except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:

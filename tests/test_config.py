@@ -1,0 +1,55 @@
+import importlib.util
+import os
+
+import pytest
+
+from vista_jax import cli
+from vista_jax import config as config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny():
+    spec = importlib.util.spec_from_file_location("tiny_cpu", os.path.join(ROOT, "configs", "tiny_cpu.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_config()
+
+
+def test_tiny_config_is_valid():
+    config_lib.validate(tiny())
+
+
+def test_every_field_has_a_comment():
+    src = open(os.path.join(ROOT, "configs", "tiny_cpu.py")).read()
+    for line in src.splitlines():
+        s = line.strip()
+        if s.startswith("c.") and "=" in s and "ConfigDict()" not in s:
+            assert "#" in s, f"config field without a comment: {s}"
+
+
+def test_overrides_from_the_command_line():
+    cfg = cli.load_config(["vista-train", "--config", os.path.join(ROOT, "configs/tiny_cpu.py"),
+                           "--config.rl.group_size=4", "--config.mesh.shape=(1,1,-1)"])
+    assert cfg.rl.group_size == 4 and tuple(cfg.mesh.shape) == (1, 1, -1)
+
+
+@pytest.mark.parametrize("flag,needle", [
+    ("--config.rl.gruop_size=4", "gruop_size"),
+    ("--config.rl.group_size=abc", "group_size"),
+])
+def test_bad_override_names_the_key(flag, needle):
+    with pytest.raises(SystemExit, match=needle):
+        cli.load_config(["vista-train", "--config", os.path.join(ROOT, "configs/tiny_cpu.py"), flag])
+
+
+@pytest.mark.parametrize("key,value", [
+    ("rl.group_size", 1), ("model.image_size", 50), ("model.mrope_section", (4, 4, 4)),
+    ("rl.algorithm", "reinforce"), ("sft.batch_size", 0), ("mesh.shape", (-1, -1, 1)),
+])
+def test_validation_names_the_bad_key(key, value):
+    cfg = tiny()
+    section, name = key.split(".")
+    cfg[section][name] = value
+    with pytest.raises(config_lib.ConfigError, match=key.replace(".", r"\.")):
+        config_lib.validate(cfg)
