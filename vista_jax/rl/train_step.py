@@ -92,7 +92,7 @@ def make_train_step(graphdef: nnx.GraphDef, rest: nnx.State, loss_fn: LossFn,
         norm = jnp.maximum(metrics.pop("tokens", denom), 1.0)
         out = {k: v / norm for k, v in metrics.items()}
         out["loss"] = total / denom
-        out["grad_norm"] = optax.global_norm(grads)
+        out["grad_norm"] = optax.tree.norm(grads)
         return params, opt_state, out
 
     return jax.jit(step, donate_argnums=(0, 1))
