@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import grain
 import numpy as np
 
 from vista_jax.rollout import bucket
@@ -62,6 +61,8 @@ def pack_episodes(episodes, buckets: Sequence[int], max_images: int, patch_shape
 def sft_iterator(rows: Sequence[dict[str, Any]], *, batch_size: int, seq_len: int,
                  max_images: int, patch_shape, pad_id: int, seed: int) -> Iterator[dict]:
     """Endless shuffled SFT batches through grain (its iterator state can be checkpointed)."""
+    import grain  # only the SFT pipeline needs it
+
     if len(rows) < batch_size:
         raise ValueError(f"{len(rows)} SFT rows is fewer than one batch of {batch_size}")
 
