@@ -28,7 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.env = ml_collections.ConfigDict()
     c.env.family = "chart_qa"  # task family (procedural, seeded)
     c.env.max_turns = 4  # assistant turns per episode before truncation
-    c.env.system_prompt_style = "compact"  # "compact" (one line per tool) or "full" (JSON schemas)
+    c.env.system_prompt_style = "minimal"  # minimal (signatures) | compact (line per tool) | full (JSON schemas)
     c.env.tools = "chart_to_table,calculator,crop"  # comma-separated tools shown to the policy
 
     c.reward = ml_collections.ConfigDict()
@@ -59,8 +59,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.rollout = ml_collections.ConfigDict()
     c.rollout.max_context = 512  # KV-cache slots per row (prompt + all turns + padding)
     c.rollout.max_new_tokens = 48  # tokens per assistant turn
-    c.rollout.prompt_buckets = (128, 256)  # prompt lengths are padded to one of these
-    c.rollout.obs_buckets = (64, 128)  # observation chunks are padded to one of these
+    c.rollout.prompt_buckets = (64, 128, 256)  # prompt lengths are padded to one of these
+    c.rollout.obs_buckets = (32, 64, 128)  # observation chunks are padded to one of these
     c.rollout.max_images_per_chunk = 1  # images one prompt or tool observation may carry
     c.rollout.max_images = 4  # images per trajectory in a training batch (prompt + tool images)
     c.rollout.train_buckets = (256, 512)  # RL batches are padded to the smallest that fits
@@ -69,8 +69,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.sft = ml_collections.ConfigDict()
     c.sft.num_trajectories = 1024  # expert trajectories generated (then filtered to verified)
     c.sft.steps = 300  # optimizer steps
-    c.sft.batch_size = 32  # sequences per step
-    c.sft.seq_len = 320  # packed length; longer trajectories are dropped and counted
+    c.sft.batch_size = 16  # sequences per step
+    c.sft.seq_len = 256  # packed length; longer trajectories are dropped and counted
     c.sft.learning_rate = 2e-3  # peak learning rate (warmup then cosine)
     c.sft.warmup_steps = 30  # linear warmup steps
     c.sft.weight_decay = 0.0  # AdamW weight decay

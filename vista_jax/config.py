@@ -46,7 +46,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     check("rl.algorithm", lambda v: v in ("grpo", "dr_grpo"), "one of grpo | dr_grpo")
     check("rl.loss_agg", lambda v: v in ("token-mean", "seq-mean-token-mean",
                                          "seq-mean-token-sum-norm"), "unknown aggregation")
-    check("env.system_prompt_style", lambda v: v in ("compact", "full"), "compact | full")
+    check("env.system_prompt_style", lambda v: v in ("minimal", "compact", "full"),
+          "minimal | compact | full")
     check("mesh.shape", lambda v: len(v) == 3 and list(v).count(-1) <= 1,
           "3 axis sizes (data, fsdp, tensor), at most one -1")
     check("rollout.prompt_buckets", lambda v: max(v) <= config.rollout.max_context,

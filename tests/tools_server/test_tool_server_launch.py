@@ -1,0 +1,52 @@
+"""LocalToolServer runs the real `python -m tools_server.cli serve` subprocess; the CLI lists tools."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tools_server.cli import main as cli_main
+from tools_server.launch import LocalToolServer, ToolServerStartError
+from vista_jax.env.tasks.render import render_bar_chart, render_points_diagram
+from vista_jax.env.tool_client import SyncToolClient
+
+
+def test_local_server_serves_the_sync_client_and_stops():
+    server = LocalToolServer()
+    with server:
+        assert server.url.startswith("http://127.0.0.1:") and server.running
+        with SyncToolClient(server.url) as client:
+            assert client.health() == {"status": "ok", "tools": len(client.list_tools())}
+            chart = client.upload_image(render_bar_chart(["Red", "Blue", "Green", "Gold"], [12, 88, 0, 45], seed=5))
+            diagram = client.upload_image(render_points_diagram({"P": (40, 40), "Q": (100, 120)}))
+            results = client.batch([("chart_to_table", {"image": chart}),
+                                    ("measure_length", {"image": diagram, "point_a": "P", "point_b": "Q"}),
+                                    ("crop", {"image": chart, "box": [0, 0, 999, 10]})])
+            assert results[0]["text"] == "Red | 12\nBlue | 88\nGreen | 0\nGold | 45"
+            assert results[1]["data"]["length"] == 100.0
+            assert results[2]["error"]["code"] == "invalid_argument" and "320x240" in results[2]["error"]["message"]
+            assert client.call("calculator", {"expression": "41 - 23"})["text"] == "18"
+            assert client.get_image(chart).size == (320, 240)
+        proc_pid = server.pid
+    assert not server.running and server.pid is None
+    with pytest.raises(ProcessLookupError):
+        import os
+        os.kill(proc_pid, 0)
+
+
+def test_start_failure_reports_the_server_output():
+    server = LocalToolServer(extra_args=["--no-such-flag"], startup_timeout_s=30)
+    with pytest.raises(ToolServerStartError) as info:
+        server.start()
+    assert "no-such-flag" in str(info.value)
+    assert not server.running
+
+
+def test_cli_list_prints_the_tool_schemas(capsys):
+    assert cli_main(["list", "--family", "math"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert [t["function"]["name"] for t in body["tools"]] == ["calculator"]
+    out = subprocess.run([sys.executable, "-m", "tools_server.cli", "list"], capture_output=True, text=True,
+                         check=True).stdout
+    assert len(json.loads(out)["tools"]) >= 5

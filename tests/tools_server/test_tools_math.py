@@ -1,0 +1,37 @@
+"""calculator: exact values, formatting, and refusal of unsafe or huge input."""
+
+import time
+
+import pytest
+
+from tools_server.registry import INVALID_ARGUMENT, ToolError
+from tools_server.tools.math_tools import evaluate_expression
+
+
+@pytest.mark.parametrize("expression, text, value", [
+    ("41 - 23", "18", 18.0), ("10/4", "2.5", 2.5), ("1/3", "0.333333", 1 / 3), ("0.1 + 0.2", "0.3", 0.3),
+    ("2^10", "1024", 1024.0), ("2^3^2", "512", 512.0), ("sqrt(2)^2", "2", 2.0), ("sqrt(2)", "1.41421", 2 ** 0.5),
+    ("pi", "3.14159", 3.141592653589793), ("sin(pi/6)", "0.5", 0.5), ("log(8, 2)", "3", 3.0),
+    ("factorial(10)", "3628800", 3628800.0), ("7 % 3", "1", 1.0), ("7 // 2", "3", 3.0), ("-(3)", "-3", -3.0),
+    ("max(1, 5, 3) + abs(-2)", "7", 7.0), ("123456789.123", "123457000", 123456789.123),
+    ("degrees(atan2(1, 1))", "45", 45.0), ("(17 + 25) / 6", "7", 7.0),
+])
+def test_values(expression, text, value):
+    got_text, got_value, _ = evaluate_expression(expression)
+    assert got_text == text
+    assert got_value == pytest.approx(value)
+
+
+@pytest.mark.parametrize("expression", [
+    "__import__('os')", "(1).__class__", "().__class__.__bases__[0].__subclasses__()", "x + 1", "'abc'",
+    "lambda: 1", "[1, 2]", "sin", "True + 1", "open('f')", "1 if 1 else 2", "a.b", "1/0", "log(0)", "sqrt(-4)",
+    "1 +", "", "   ", "9**9**9", "2**-100000", "10**5000", "factorial(100000)", "(2**9000)*(2**9000)",
+    "9" * 201,
+])
+def test_rejected_quickly(expression):
+    start = time.perf_counter()
+    with pytest.raises(ToolError) as info:
+        evaluate_expression(expression)
+    assert info.value.code == INVALID_ARGUMENT
+    assert "expression" in info.value.message
+    assert time.perf_counter() - start < 1.0

@@ -1,0 +1,349 @@
+"""The tool service's aiohttp front.
+
+Routes:
+    GET  /healthz                -> {"status": "ok", "tools": n}
+    GET  /v1/tools[?family=&name=] -> {"tools": [<OpenAI function entry + "family">, ...]}
+    POST /v1/call   {"name", "arguments"}      -> a result (200; 429 + Retry-After if overloaded)
+    POST /v1/batch  {"calls": [{"name", "arguments"}, ...]} -> {"results": [...]} (same order)
+    POST /v1/images <raw PNG/JPEG bytes>       -> {"image_id", "width", "height"}
+    GET  /v1/images/{image_id}                 -> PNG bytes
+    GET  /metrics                              -> Prometheus text format
+
+A bad tool call is a result (`ok: false` with a stable code), never an HTTP error; HTTP
+errors are for requests that are not tool calls at all (400 malformed_request, 413
+payload_too_large, 404 not_found) and for load (429 overloaded). Every HTTP error body is
+`{"error": {"code", "message"}}`.
+
+Tools run in a bounded thread pool. At most `max_pending` calls are admitted at once
+(running or queued); a call beyond that is answered `overloaded` at once. A call that
+misses its deadline is answered `timeout`, but keeps its admission slot until its thread
+really finishes, so runaway work turns into back-pressure instead of an unbounded queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Any
+
+from aiohttp import web
+
+from tools_server import registry as reg
+from tools_server.images import IMAGE_ID_RE, ImageStore, InvalidImage
+from tools_server.registry import ToolError, ToolRegistry, error_result
+
+log = logging.getLogger("tools_server")
+
+
+@dataclasses.dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"  # bind address; loopback unless you mean to expose the service
+    port: int = 8765  # 0 picks a free port
+    max_body_mb: float = 32.0  # largest request body (image uploads, batches), MiB
+    max_images: int = 4096  # images kept in the store (LRU)
+    max_store_mb: float = 1024.0  # PNG bytes + decoded pixels kept in the store, MiB
+    max_image_pixels: int = 25_000_000  # larger images are refused (decompression bombs)
+    # Tool worker threads.
+    workers: int = dataclasses.field(default_factory=lambda: min(8, (os.cpu_count() or 1) + 2))
+    max_pending: int = 256  # calls admitted at once (running + queued); more are `overloaded`
+    call_timeout_s: float = 10.0  # per-call deadline, queueing included
+    max_batch: int = 1024  # calls in one /v1/batch request
+    retry_after_s: int = 1  # Retry-After sent with 429
+
+
+class _Context:
+    """The ToolContext a running tool sees."""
+
+    def __init__(self, store: ImageStore):
+        self._store = store
+
+    def image(self, image_id: str, *, argument: str = "image"):
+        item = self._store.get(image_id) if IMAGE_ID_RE.match(image_id) else None
+        if item is None:
+            raise ToolError(reg.IMAGE_NOT_FOUND,
+                            f"argument '{argument}': image {image_id!r} not found (upload it "
+                            "first, or use an id from the task or a tool result)")
+        return item.image
+
+    def add_image(self, image) -> str:
+        try:
+            return self._store.put_image(image).image_id
+        except InvalidImage as exc:
+            raise ToolError(reg.EXECUTION_FAILED, exc.message) from None
+
+
+class _Metrics:
+    """Prometheus counters, in a registry of this app's own (several apps may share a process)."""
+
+    def __init__(self, service: "ToolService"):
+        try:
+            import prometheus_client as prom
+        except ImportError:  # optional: /metrics then answers 404
+            self.enabled = False
+            return
+        self.enabled = True
+        self._prom = prom
+        self.registry = prom.CollectorRegistry()
+        self.calls = prom.Counter("vista_tool_calls", "Tool calls by tool and result code",
+                                  ["tool", "code"], registry=self.registry)
+        self.seconds = prom.Histogram(
+            "vista_tool_call_seconds", "Tool call latency, admission to result", ["tool"],
+            registry=self.registry,
+            buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+        prom.Gauge("vista_tool_calls_pending", "Calls admitted and not finished",
+                   registry=self.registry).set_function(lambda: service.pending)
+        prom.Gauge("vista_images_stored", "Images in the store",
+                   registry=self.registry).set_function(lambda: len(service.store))
+        prom.Gauge("vista_image_store_bytes", "Bytes held by the image store",
+                   registry=self.registry).set_function(lambda: service.store.nbytes)
+
+    def observe(self, tool: str, result: dict[str, Any], seconds: float) -> None:
+        if not self.enabled:
+            return
+        code = "ok" if result.get("ok") else result["error"]["code"]
+        self.calls.labels(tool=tool, code=code).inc()
+        self.seconds.labels(tool=tool).observe(seconds)
+
+    def render(self) -> bytes:
+        return self._prom.generate_latest(self.registry)
+
+
+class ToolService:
+    """Validation, admission, execution and deadlines of tool calls (no HTTP in here)."""
+
+    def __init__(self, config: ServerConfig, tools: ToolRegistry):
+        self.config = config
+        self.tools = tools
+        self.store = ImageStore(max_images=config.max_images,
+                                max_bytes=int(config.max_store_mb * 2**20),
+                                max_pixels=config.max_image_pixels)
+        self.pool = concurrent.futures.ThreadPoolExecutor(config.workers, thread_name_prefix="tool")
+        self.pending = 0
+        self.metrics = _Metrics(self)
+        self._context = _Context(self.store)
+
+    def _run_sync(self, tool: reg.Tool, args: reg.ToolArguments) -> dict[str, Any]:
+        try:
+            return tool.run(args, self._context).result()
+        except ToolError as exc:
+            return exc.result()
+        except Exception as exc:  # a tool bug is the service's fault, reported as a result
+            log.exception("tool %s failed", tool.name)
+            return error_result(reg.EXECUTION_FAILED,
+                                f"tool '{tool.name}' failed: {type(exc).__name__}: {exc}")
+
+    def _release(self, _future: Any = None) -> None:
+        self.pending -= 1
+
+    async def call(self, name: Any, arguments: Any) -> dict[str, Any]:
+        """One tool call -> its result dict. Never raises (but for cancellation)."""
+        start = time.perf_counter()
+        label = name if isinstance(name, str) and name in self.tools else "_unknown"
+        try:
+            tool, args = self.tools.validate(name, arguments)
+        except ToolError as exc:
+            result = exc.result()
+            self.metrics.observe(label, result, time.perf_counter() - start)
+            return result
+        if self.pending >= self.config.max_pending:
+            result = error_result(reg.OVERLOADED,
+                                  f"the tool server is busy ({self.pending} calls pending); "
+                                  f"retry in {self.config.retry_after_s} s")
+            self.metrics.observe(label, result, time.perf_counter() - start)
+            return result
+        loop = asyncio.get_running_loop()
+        self.pending += 1
+        try:
+            cfut = self.pool.submit(self._run_sync, tool, args)
+        except RuntimeError:  # pool shut down
+            self.pending -= 1
+            return error_result(reg.EXECUTION_FAILED, "the tool server is shutting down")
+
+        def done(_f: concurrent.futures.Future) -> None:
+            try:
+                loop.call_soon_threadsafe(self._release)
+            except RuntimeError:  # loop already closed
+                pass
+
+        cfut.add_done_callback(done)
+        try:
+            result = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(cfut)),
+                                            self.config.call_timeout_s)
+        except asyncio.TimeoutError:
+            cfut.cancel()  # only helps if it is still queued
+            result = error_result(reg.TIMEOUT, f"tool '{tool.name}' did not finish within "
+                                  f"{self.config.call_timeout_s:g} s")
+        self.metrics.observe(tool.name, result, time.perf_counter() - start)
+        return result
+
+    async def put_image_bytes(self, data: bytes):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, self.store.put_bytes, data)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+SERVICE = web.AppKey("service", ToolService)
+
+
+def _error(status: int, code: str, message: str,
+           headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status,
+                             headers=headers)
+
+
+_HTTP_CODES = {400: "malformed_request", 404: "not_found", 405: "method_not_allowed",
+               413: "payload_too_large", 415: "unsupported_media_type"}
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler):
+    """Every HTTP error as a JSON body; an unexpected exception as a 500, not a dropped socket."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        code = _HTTP_CODES.get(exc.status, f"http_{exc.status}")
+        message = exc.reason if exc.text is None else exc.text.removeprefix(f"{exc.status}: ")
+        resp = _error(exc.status, code, message)
+        for key in ("Allow", "Retry-After"):
+            if key in exc.headers:
+                resp.headers[key] = exc.headers[key]
+        return resp
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return _error(500, "internal_error", "internal server error")
+
+
+async def _read_body(request: web.Request) -> bytes:
+    limit = request.app[SERVICE].config.max_body_mb
+    if request.content_length is not None and request.content_length > limit * 2**20:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=int(limit * 2**20), actual_size=request.content_length,
+            text=f"body of {request.content_length} bytes exceeds {limit:g} MiB")
+    return await request.read()  # aiohttp enforces client_max_size while streaming
+
+
+async def _read_json(request: web.Request) -> Any:
+    body = await _read_body(request)
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise web.HTTPBadRequest(text=f"body is not JSON: {exc}") from None
+
+
+def _envelope(obj: Any, where: str) -> tuple[str, dict[str, Any]]:
+    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+        raise web.HTTPBadRequest(
+            text=f'{where} must be an object {{"name": str, "arguments": {{...}}}}')
+    arguments = obj.get("arguments", {})
+    if not isinstance(arguments, dict):
+        raise web.HTTPBadRequest(text=f'{where}: "arguments" must be an object')
+    return obj["name"], arguments
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "tools": len(request.app[SERVICE].tools)})
+
+
+async def list_tools(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    families = set(request.query.getall("family", [])) or None
+    names = {n for v in request.query.getall("name", []) for n in v.split(",") if n} or None
+    return web.json_response({"tools": service.tools.schemas(families=families, names=names)})
+
+
+async def call_tool(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    name, arguments = _envelope(await _read_json(request), "body")
+    result = await service.call(name, arguments)
+    if not result["ok"] and result["error"]["code"] == reg.OVERLOADED:
+        return web.json_response(result, status=429,
+                                 headers={"Retry-After": str(service.config.retry_after_s)})
+    return web.json_response(result)
+
+
+async def batch(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    body = await _read_json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("calls"), list):
+        raise web.HTTPBadRequest(
+            text='body must be an object {"calls": [{"name": str, "arguments": {...}}, ...]}')
+    calls = [_envelope(c, f"calls[{i}]") for i, c in enumerate(body["calls"])]
+    if len(calls) > service.config.max_batch:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=service.config.max_batch, actual_size=len(calls),
+            text=f"{len(calls)} calls in one batch; the limit is {service.config.max_batch}")
+    results = await asyncio.gather(*(service.call(name, args) for name, args in calls))
+    headers = None
+    if any(not r["ok"] and r["error"]["code"] == reg.OVERLOADED for r in results):
+        headers = {"Retry-After": str(service.config.retry_after_s)}
+    return web.json_response({"results": results}, headers=headers)
+
+
+async def upload_image(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    data = await _read_body(request)
+    try:
+        item = await service.put_image_bytes(data)
+    except InvalidImage as exc:
+        return _error(exc.status, exc.code, exc.message)
+    w, h = item.image.size
+    return web.json_response({"image_id": item.image_id, "width": w, "height": h})
+
+
+async def get_image(request: web.Request) -> web.Response:
+    image_id = request.match_info["image_id"]
+    if not IMAGE_ID_RE.match(image_id):
+        return _error(400, "invalid_image_id",
+                      "an image id is 64 lowercase hex characters (sha256)")
+    item = request.app[SERVICE].store.get(image_id)
+    if item is None:
+        return _error(404, "image_not_found", f"image {image_id} not found")
+    # Content-addressed: an id always names the same bytes.
+    return web.Response(body=item.png, content_type="image/png",
+                        headers={"Cache-Control": "public, max-age=31536000, immutable",
+                                 "ETag": f'"{image_id}"'})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    m = request.app[SERVICE].metrics
+    if not m.enabled:
+        raise web.HTTPNotFound(text="metrics need the prometheus_client package")
+    return web.Response(body=m.render(),
+                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+def create_app(config: ServerConfig | None = None,
+               tools: ToolRegistry | None = None) -> web.Application:
+    """The aiohttp application; `tools` defaults to every tool of `tools_server.tools`."""
+    config = config or ServerConfig()
+    if tools is None:
+        from tools_server.tools import default_registry
+        tools = default_registry()
+    app = web.Application(client_max_size=int(config.max_body_mb * 2**20),
+                          middlewares=[_json_errors])
+    service = ToolService(config, tools)
+    app[SERVICE] = service
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/v1/tools", list_tools)
+    app.router.add_post("/v1/call", call_tool)
+    app.router.add_post("/v1/batch", batch)
+    app.router.add_post("/v1/images", upload_image)
+    app.router.add_get("/v1/images/{image_id}", get_image)
+    app.router.add_get("/metrics", metrics)
+
+    async def close_service(_app: web.Application) -> None:
+        service.close()
+
+    app.on_cleanup.append(close_service)
+    return app

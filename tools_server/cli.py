@@ -1,0 +1,117 @@
+"""`vista-tools`: run the tool server, or print the tool schemas.
+
+    vista-tools serve --host 127.0.0.1 --port 8765 [--max-body-mb 32] [--workers 4] ...
+    vista-tools list [--family chart]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+
+from tools_server.app import SERVICE, ServerConfig, create_app
+
+log = logging.getLogger("tools_server")
+
+
+def _parser() -> argparse.ArgumentParser:
+    defaults = ServerConfig()
+    parser = argparse.ArgumentParser(prog="vista-tools", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the tool server")
+    add = serve.add_argument
+    add("--host", default=defaults.host, help="bind address (default: %(default)s, loopback only)")
+    add("--port", type=int, default=defaults.port,
+        help="port; 0 picks a free one (default: %(default)s)")
+    add("--port-file", help="write the bound port to this file once the server accepts connections")
+    add("--max-body-mb", type=float, default=defaults.max_body_mb, help="largest request body, MiB")
+    add("--max-images", type=int, default=defaults.max_images, help="images kept in the store")
+    add("--max-store-mb", type=float, default=defaults.max_store_mb, help="image store budget, MiB")
+    add("--max-image-pixels", type=int, default=defaults.max_image_pixels,
+        help="largest image accepted, pixels")
+    add("--workers", type=int, default=defaults.workers, help="tool worker threads")
+    add("--max-pending", type=int, default=defaults.max_pending,
+        help="calls admitted at once before answering 'overloaded'")
+    add("--call-timeout-s", type=float, default=defaults.call_timeout_s, help="call deadline, s")
+    add("--max-batch", type=int, default=defaults.max_batch, help="calls per /v1/batch request")
+    add("--exit-with-parent", action="store_true",
+        help="stop when the process that started this one exits (local subprocess use)")
+    add("--access-log", action="store_true", help="log every request")
+    add("--log-level", default="INFO", help="logging level (default: %(default)s)")
+    lst = sub.add_parser("list", help="print the tool schemas (the /v1/tools body) as JSON")
+    lst.add_argument("--family", action="append", help="only tools of this family (repeatable)")
+    return parser
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    from aiohttp import web
+
+    config = ServerConfig(host=args.host, port=args.port, max_body_mb=args.max_body_mb,
+                          max_images=args.max_images, max_store_mb=args.max_store_mb,
+                          max_image_pixels=args.max_image_pixels, workers=args.workers,
+                          max_pending=args.max_pending, call_timeout_s=args.call_timeout_s,
+                          max_batch=args.max_batch)
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=log if args.access_log else None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    await site.start()
+    port = runner.addresses[0][1]
+    log.info("vista-tools serving %d tools on http://%s:%d", len(app[SERVICE].tools),
+             config.host, port)
+    if args.port_file:
+        tmp = args.port_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(str(port))
+        os.replace(tmp, args.port_file)  # atomic: a reader never sees a partial number
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not on the main thread / platform
+            pass
+    parent = os.getppid()
+
+    async def watch_parent() -> None:
+        while not stop.is_set():
+            await asyncio.sleep(1.0)
+            if os.getppid() != parent:
+                log.warning("parent process %d exited; stopping", parent)
+                stop.set()
+
+    watcher = asyncio.create_task(watch_parent()) if args.exit_with_parent else None
+    try:
+        await stop.wait()
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "list":
+        from tools_server.tools import default_registry
+
+        families = set(args.family) if args.family else None
+        json.dump({"tools": default_registry().schemas(families=families)}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(_serve(args))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
