@@ -14,7 +14,8 @@ from tools_server.tools.math_tools import evaluate_expression
     ("pi", "3.14159", 3.141592653589793), ("sin(pi/6)", "0.5", 0.5), ("log(8, 2)", "3", 3.0),
     ("factorial(10)", "3628800", 3628800.0), ("7 % 3", "1", 1.0), ("7 // 2", "3", 3.0), ("-(3)", "-3", -3.0),
     ("max(1, 5, 3) + abs(-2)", "7", 7.0), ("123456789.123", "123457000", 123456789.123),
-    ("degrees(atan2(1, 1))", "45", 45.0), ("(17 + 25) / 6", "7", 7.0),
+    ("degrees(atan2(1, 1))", "45", 45.0), ("(17 + 25) / 6", "7", 7.0), ("cbrt(-8)", "-2", -2.0),
+    ("123456.5", "123457", 123456.5), ("2**100", "1.26765e30", 2.0 ** 100)
 ])
 def test_values(expression, text, value):
     got_text, got_value, _ = evaluate_expression(expression)
@@ -26,7 +27,8 @@ def test_values(expression, text, value):
     "__import__('os')", "(1).__class__", "().__class__.__bases__[0].__subclasses__()", "x + 1", "'abc'",
     "lambda: 1", "[1, 2]", "sin", "True + 1", "open('f')", "1 if 1 else 2", "a.b", "1/0", "log(0)", "sqrt(-4)",
     "1 +", "", "   ", "9**9**9", "2**-100000", "10**5000", "factorial(100000)", "(2**9000)*(2**9000)",
-    "9" * 201,
+    "9" * 201, "exp(exp(exp(10)))", "sin(exp(exp(20)))", "2**exp(20)", "exp(6000)*exp(6000)", "0.5**20000",
+    "1 < 2", "tan(pi/2)",
 ])
 def test_rejected_quickly(expression):
     start = time.perf_counter()
@@ -35,3 +37,9 @@ def test_rejected_quickly(expression):
     assert info.value.code == INVALID_ARGUMENT
     assert "expression" in info.value.message
     assert time.perf_counter() - start < 1.0
+
+
+def test_values_beyond_float_range_keep_their_text():
+    text, value, exact = evaluate_expression("exp(6900)")
+    assert text == "4.28475e2996" and value is None and exact == "exp(6900)"
+    assert evaluate_expression("1e-400")[:2] == ("1e-400", None)
