@@ -29,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.env.family = "chart_qa"  # task family (procedural, seeded)
     c.env.max_turns = 4  # assistant turns per episode before truncation
     c.env.system_prompt_style = "minimal"  # minimal (signatures) | compact (line per tool) | full (JSON schemas)
-    c.env.tools = "chart_to_table,calculator,crop"  # comma-separated tools shown to the policy
+    c.env.tools = "bar_values,chart_to_table,calculator,crop"  # comma-separated tools shown to the policy
 
     c.reward = ml_collections.ConfigDict()
     c.reward.correct_weight = 1.0  # weight of R_correct (verified answer, 0/1)
@@ -37,9 +37,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.reward.repetition_penalty = 0.1  # subtracted for a repeated identical tool call
 
     c.tokenizer = ml_collections.ConfigDict()
-    c.tokenizer.path = ""  # HF tokenizer dir; "" trains a BPE on task text (cached in the run dir)
+    c.tokenizer.path = ""  # HF tokenizer dir; "" trains a BPE on the expert trajectories (cached in the run dir)
     c.tokenizer.vocab_size = 1024  # BPE vocabulary size, including special tokens
-    c.tokenizer.corpus_tasks = 2000  # training tasks whose text (and expert turns) train the BPE
 
     c.model = ml_collections.ConfigDict()
     c.model.embed_dim = 128  # decoder hidden size
@@ -50,6 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.mlp_dim = 384  # SwiGLU hidden size
     c.model.mrope_section = (4, 6, 6)  # rotary half-dim split over (temporal, height, width)
     c.model.rope_theta = 10000.0  # rotary base
+    c.model.tie_word_embeddings = False  # True reuses the token embedding as the LM head (see docs/design.md)
     c.model.vision_embed_dim = 64  # vision tower hidden size
     c.model.vision_num_layers = 2  # vision blocks
     c.model.vision_num_heads = 2  # vision heads
@@ -74,6 +74,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.sft.learning_rate = 2e-3  # peak learning rate (warmup then cosine)
     c.sft.warmup_steps = 30  # linear warmup steps
     c.sft.weight_decay = 0.0  # AdamW weight decay
+    c.sft.validate_every = 100  # greedy val-split accuracy every this many steps; best is kept (0 = off)
+    c.sft.validate_tasks = 32  # val-split tasks per validation
 
     c.rl = ml_collections.ConfigDict()
     c.rl.algorithm = "grpo"  # advantage estimator: grpo | dr_grpo

@@ -62,7 +62,8 @@ def model_config_from(config: ml_collections.ConfigDict, tok: tok_lib.VistaToken
     return ModelConfig(
         vocab_size=tok.vocab_size, embed_dim=m.embed_dim, num_layers=m.num_layers,
         num_heads=m.num_heads, num_kv_heads=m.num_kv_heads, head_dim=m.head_dim,
-        mlp_dim=m.mlp_dim, rope_theta=m.rope_theta, mrope_section=tuple(m.mrope_section),
+        mlp_dim=m.mlp_dim, rope_theta=m.rope_theta, tie_word_embeddings=m.tie_word_embeddings,
+        mrope_section=tuple(m.mrope_section),
         vision_embed_dim=m.vision_embed_dim, vision_num_layers=m.vision_num_layers,
         vision_num_heads=m.vision_num_heads, vision_mlp_dim=m.vision_mlp_dim,
         image_pad_id=tok.image_pad_id)
@@ -165,13 +166,19 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
         ckpt = ckpt_lib.manager(os.path.join(run_dir, "checkpoints"))
 
         eval_tasks = make_tasks(config.env.family, "test", config.eval.num_tasks)
-        eval_envs: dict[int, VectorVistaEnv] = {}
+        val_tasks = make_tasks(config.env.family, "val", config.sft.validate_tasks)
+        eval_envs: dict[tuple[str, int], VectorVistaEnv] = {}
+
+        def eval_env(split: str, n: int) -> VectorVistaEnv:
+            if (split, n) not in eval_envs:
+                eval_envs[split, n] = make_vec_env(n, split)
+            return eval_envs[split, n]
 
         def run_eval(name: str, p) -> dict[str, float]:
             t = time.perf_counter()
             summary, episodes = evaluate(
                 sampler, p,
-                lambda n: eval_envs.setdefault(n, make_vec_env(n, "test")), eval_tasks,
+                lambda n: eval_env("test", n), eval_tasks,
                 batch_size=config.eval.batch_size, seed=config.seed)
             timings[f"eval_{name}_s"] = time.perf_counter() - t
             writer = TrajectoryWriter(os.path.join(run_dir, "trajectories", f"eval_{name}.jsonl"))
@@ -198,11 +205,22 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
                                         seq_len=config.sft.seq_len,
                                         max_images=config.rollout.max_images,
                                         patch_shape=patch_shape, pad_id=tok.pad_id, seed=config.seed)
-        params, opt_state, _ = run_sft(
+
+        def validate(p) -> float:  # greedy accuracy on the val split (disjoint from test)
+            summary, _ = evaluate(sampler, p, lambda n: eval_env("val", n), val_tasks,
+                                  batch_size=config.eval.batch_size, seed=config.seed)
+            return summary["accuracy"]
+
+        params, opt_state, sft_info = run_sft(
             params=params, opt_state=opt_state, train_step=sft_step, batches=batches,
             steps=config.sft.steps, to_device=to_device,
-            log=lambda s, m: metrics_log("sft", s, m, echo=s % (config.log.every * 10) == 0))
+            log=lambda s, m: metrics_log("sft", s, m, echo=s % (config.log.every * 10) == 0),
+            validate=validate if config.sft.validate_every > 0 else None,
+            validate_every=config.sft.validate_every)
         timings["sft_s"] = time.perf_counter() - t
+        if "best_step" in sft_info:
+            log.info("SFT: keeping step %d (val accuracy %.3f); curve %s", sft_info["best_step"],
+                     sft_info["best_accuracy"], sft_info["validation_curve"])
         ckpt_lib.save(ckpt, config.sft.steps, params, extra={"phase": "sft"})
         results["sft"] = run_eval("sft", params)
 
@@ -248,6 +266,8 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
         "mean_turns": results["grpo"]["mean_turns"],
         "wall_time_s": timings["wall_time_s"],
         "expert_pass_rate": expert_stats.get("pass_rate"),
+        "sft_best_step": sft_info.get("best_step"),
+        "sft_validation_curve": sft_info.get("validation_curve"),
         "timings": timings,
         "results": results,
     }

@@ -6,6 +6,7 @@ import io
 
 import pytest
 
+from tools_server.tools.chart import select_bars
 from vista_jax.env.tasks import chart_qa
 from vista_jax.env.tasks.base import (SPLIT_BASE, SPLIT_SIZE, fill_template, get_family,
                                       make_task, make_tasks, split_seed)
@@ -61,11 +62,19 @@ def test_reference_plan_computes_the_answer_from_the_table(tasks):
         results = []
         for step in t.reference_plan:
             args = fill_template(step.arguments, fam.bindings(t, results))
-            if step.tool == "chart_to_table":
-                assert args == {"image": "img_0"}
-                results.append({"ok": True, "text": "\n".join(f"{k} | {v}" for k, v in table.items()),
-                                "images": [], "data": {"labels": list(table),
-                                                       "values": [float(v) for v in table.values()]}})
+            if step.tool == "bar_values":
+                qtype, asked = t.meta["question_type"], t.meta["asked"]
+                if qtype in ("max", "min"):  # the whole chart, sorted
+                    assert args == {"image": "img_0",
+                                    "order": "descending" if qtype == "max" else "ascending"}
+                else:  # only the bars the question names, in its order
+                    assert args == {"image": "img_0",
+                                    "labels": asked[:1] if qtype == "lookup" else asked[:2]}
+                rows = select_bars(list(table), [float(v) for v in table.values()],
+                                   args.get("labels"), args.get("order", "chart"))
+                results.append({"ok": True, "text": "\n".join(f"{k} | {v:g}" for k, v in rows),
+                                "images": [], "data": {"labels": [r[0] for r in rows],
+                                                       "values": [r[1] for r in rows]}})
             else:
                 assert step.tool == "calculator"
                 value = eval(args["expression"])  # noqa: S307 - "41 - 23"

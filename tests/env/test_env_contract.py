@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tools_server.registry import ToolError
+from tools_server.tools.chart import select_bars
 from vista_jax import protocol
 from vista_jax.env import (RewardConfig, TrajectoryWriter, VectorVistaEnv, VistaEnv, make_task,
                            read_trajectories, system_prompt)
@@ -35,6 +37,12 @@ TOOLS = [
         "name": "detect_points", "description": "Find labelled points.",
         "parameters": {"type": "object", "properties": {"image": {"type": "string"}},
                        "required": ["image"]}}},
+    {"type": "function", "family": "chart", "function": {
+        "name": "bar_values", "description": "Read chosen bars of a bar chart. Sorted on request.",
+        "parameters": {"type": "object", "properties": {
+            "image": {"type": "string"}, "labels": {"type": "array", "items": {"type": "string"}},
+            "order": {"type": "string", "enum": ["chart", "descending", "ascending"]}},
+            "required": ["image"]}}},
 ]
 
 
@@ -43,8 +51,9 @@ def _err(code, message=""):
 
 
 class FakeToolClient:
-    """The SyncToolClient contract in memory. chart_to_table answers from the task tables
-    registered with `register` (keyed by the image bytes the env uploads)."""
+    """The SyncToolClient contract in memory. chart_to_table / bar_values answer from the
+    task tables registered with `register` (keyed by the image bytes the env uploads), with
+    the real bar_values selection logic."""
 
     def __init__(self, tables=None):
         self.store: dict[str, Image.Image] = {}
@@ -92,13 +101,18 @@ class FakeToolClient:
         image_id = args.get("image")
         if image_id not in self.store:
             return _err("image_not_found", str(image_id))
-        if name == "chart_to_table":
+        if name in ("chart_to_table", "bar_values"):
             table = self.tables.get(image_id)
             if table is None:
                 return _err("execution_failed", "not a chart")
-            text = "\n".join(f"{k} | {v}" for k, v in table.items())
+            try:
+                rows = select_bars(list(table), list(table.values()), args.get("labels"),
+                                   args.get("order", "chart"))
+            except ToolError as exc:
+                return exc.result()
+            text = "\n".join(f"{k} | {v}" for k, v in rows)
             return {"ok": True, "text": text, "images": [],
-                    "data": {"labels": list(table), "values": list(table.values())}}
+                    "data": {"labels": [r[0] for r in rows], "values": [r[1] for r in rows]}}
         if name == "crop":
             box = args.get("box")
             if not (isinstance(box, list) and len(box) == 4):

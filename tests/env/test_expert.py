@@ -51,7 +51,7 @@ def test_expert_uses_tool_results_not_ground_truth():
 def test_expert_reports_tool_failures():
     task = make_task("chart_qa", "train", 0)
     client = _registered_client([task])
-    client.fail_tools["chart_to_table"] = "execution_failed"
+    client.fail_tools["bar_values"] = "execution_failed"
     messages, info = expert_messages(task, client)
     assert not info["verified"] and info["error"] == "tool_error:execution_failed"
     assert messages[-1]["role"] == "tool"
@@ -71,7 +71,7 @@ def test_generate_expert_dataset_with_fake_client():
     client = _registered_client(tasks)
     client.tables[next(iter(client.tables))] = {"Nope": 1}  # one chart misread
     records, stats = generate_expert_dataset("chart_qa", "train", 40, client, batch_size=16,
-                                             env_kwargs={"tools": ("chart_to_table", "calculator")})
+                                             env_kwargs={"tools": ("bar_values", "calculator")})
     assert stats["n"] == 40 and stats["verified"] == 39 and stats["kept"] == 39
     assert stats["pass_rate"] == pytest.approx(39 / 40)
     assert sum(stats["failures"].values()) == 1
@@ -96,7 +96,7 @@ def test_expert_against_the_real_tool_server(real_client):
     """≥ 99% of 200 train tasks verify when the plans run on the real tools."""
     records, stats = generate_expert_dataset(
         "chart_qa", "train", 200, real_client, filter_correct=False,
-        env_kwargs={"tools": ("chart_to_table", "calculator", "crop")})
+        env_kwargs={"tools": ("bar_values", "calculator", "crop")})
     assert stats["pass_rate"] >= 0.99, stats
     assert len(records) == 200
     assert all(set(m) == {"role", "content", "images"} for r in records for m in r["messages"])
@@ -105,7 +105,7 @@ def test_expert_against_the_real_tool_server(real_client):
 def test_env_on_the_real_tool_server(real_client):
     """Real tool errors come back as observations with their codes and taxonomy classes;
     a crop's output image comes back under a new handle."""
-    env = VistaEnv(real_client, max_turns=8, tools=("chart_to_table", "calculator", "crop"))
+    env = VistaEnv(real_client, max_turns=8, tools=("bar_values", "chart_to_table", "calculator", "crop"))
     env.reset(seed=3)
 
     def call(name, **arguments):

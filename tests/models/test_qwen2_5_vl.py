@@ -13,6 +13,7 @@ from flax import nnx
 
 from vista_jax.models import (KVCache, ModelConfig, Qwen25VL, init_cache, mrope_positions,
                               preprocess_image, qwen2_5_vl_3b, qwen2_5_vl_7b)
+from vista_jax.models.hf_convert import load_hf_weights, model_config_from_hf
 
 VOCAB, IMG, V_START, V_END = 256, 250, 252, 253
 GRID = 4  # 56 px images: 4x4 patches -> 2x2 merged -> 4 image tokens
@@ -315,56 +316,6 @@ def test_preprocess_image_matches_hf_processor():
 # --- logits against transformers ------------------------------------------------------------
 
 
-def load_hf_weights(model: Qwen25VL, hf) -> None:
-    """Copies an HF Qwen2_5_VLForConditionalGeneration's weights into `model` (test-only
-    mapping; the same renames/reshapes a checkpoint importer needs)."""
-    sd = {k: v.detach().float().numpy() for k, v in hf.state_dict().items()}
-    c = model.config
-    e, nv = c.vision_embed_dim, c.vision_num_heads
-    d, n, k, h = c.embed_dim, c.num_heads, c.num_kv_heads, c.head_dim
-
-    def put(var, x):
-        assert var[...].shape == x.shape, (var[...].shape, x.shape)
-        var[...] = jnp.asarray(x)
-
-    pre = "model.visual."
-    put(model.visual.patch_embed.kernel, sd[pre + "patch_embed.proj.weight"].reshape(e, -1).T)
-    for i, blk in enumerate(model.visual.blocks):
-        p = f"{pre}blocks.{i}."
-        put(blk.norm1.scale, sd[p + "norm1.weight"])
-        put(blk.norm2.scale, sd[p + "norm2.weight"])
-        put(blk.attn.qkv.kernel, sd[p + "attn.qkv.weight"].T.reshape(e, 3, nv, e // nv))
-        put(blk.attn.qkv.bias, sd[p + "attn.qkv.bias"].reshape(3, nv, e // nv))
-        put(blk.attn.proj.kernel, sd[p + "attn.proj.weight"].T.reshape(nv, e // nv, e))
-        put(blk.attn.proj.bias, sd[p + "attn.proj.bias"])
-        for name in ("gate_proj", "up_proj", "down_proj"):
-            put(getattr(blk.mlp, name).kernel, sd[p + f"mlp.{name}.weight"].T)
-            put(getattr(blk.mlp, name).bias, sd[p + f"mlp.{name}.bias"])
-    put(model.visual.merger.ln_q.scale, sd[pre + "merger.ln_q.weight"])
-    put(model.visual.merger.fc1.kernel, sd[pre + "merger.mlp.0.weight"].T)
-    put(model.visual.merger.fc1.bias, sd[pre + "merger.mlp.0.bias"])
-    put(model.visual.merger.fc2.kernel, sd[pre + "merger.mlp.2.weight"].T)
-    put(model.visual.merger.fc2.bias, sd[pre + "merger.mlp.2.bias"])
-
-    pre = "model.language_model."
-    put(model.embed_tokens, sd[pre + "embed_tokens.weight"])
-    put(model.norm.scale, sd[pre + "norm.weight"])
-    for i, layer in enumerate(model.layers):
-        p = f"{pre}layers.{i}."
-        put(layer.input_layernorm.scale, sd[p + "input_layernorm.weight"])
-        put(layer.post_attention_layernorm.scale, sd[p + "post_attention_layernorm.weight"])
-        attn = layer.self_attn
-        for name, heads in (("q_proj", n), ("k_proj", k), ("v_proj", k)):
-            weight = sd[p + f"self_attn.{name}.weight"]
-            put(getattr(attn, name).kernel, weight.T.reshape(d, heads, h))
-            put(getattr(attn, name).bias, sd[p + f"self_attn.{name}.bias"].reshape(heads, h))
-        put(attn.o_proj.kernel, sd[p + "self_attn.o_proj.weight"].T.reshape(n, h, d))
-        for name in ("gate_proj", "up_proj", "down_proj"):
-            put(getattr(layer.mlp, name).kernel, sd[p + f"mlp.{name}.weight"].T)
-    if model.lm_head is not None:
-        put(model.lm_head.kernel, sd["lm_head.weight"].T)
-
-
 def test_logits_match_hf_qwen2_5_vl():
     """Vision tower (with window attention: 56 px windows on an 8x6-patch grid) and decoder
     logits of a tiny random HF model with perturbed weights equal ours."""
@@ -377,6 +328,7 @@ def test_logits_match_hf_qwen2_5_vl():
             p.copy_(1 + noise if ("norm" in name or "ln_q" in name) else noise)
     cfg = ModelConfig.tiny(VOCAB, IMG, num_layers=2, vision_window_size=56,
                            vision_fullatt_block_indexes=(1,))
+    assert model_config_from_hf(hf.config) == cfg
     model = Qwen25VL(cfg, rngs=nnx.Rngs(0))
     load_hf_weights(model, hf)
 

@@ -116,7 +116,7 @@ def test_healthz_and_tool_list_shape():
         assert crop["required"] == ["image", "box"]
         assert crop["properties"]["box"]["minItems"] == crop["properties"]["box"]["maxItems"] == 4
         charts = await (await client.get("/v1/tools?family=chart")).json()
-        assert [t["function"]["name"] for t in charts["tools"]] == ["chart_to_table"]
+        assert [t["function"]["name"] for t in charts["tools"]] == ["chart_to_table", "bar_values"]
         calc = await (await client.get("/v1/tools?name=calculator,crop")).json()
         assert {t["function"]["name"] for t in calc["tools"]} == {"calculator", "crop"}
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from tools_server.registry import ToolRegistry
-from tools_server.tools.chart import ChartToTable
+from tools_server.tools.chart import BarValues, ChartToTable
 from tools_server.tools.diagram import DetectPoints, MeasureLength
 from tools_server.tools.math_tools import Calculator
 from tools_server.tools.perception import Crop, Zoom
 
-ALL_TOOLS = (Crop, Zoom, ChartToTable, DetectPoints, MeasureLength, Calculator)
+ALL_TOOLS = (Crop, Zoom, ChartToTable, BarValues, DetectPoints, MeasureLength, Calculator)
 
 
 def default_registry() -> ToolRegistry:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from PIL import Image
+from pydantic import Field
 
 from tools_server.registry import (INVALID_ARGUMENT, Tool, ToolArguments, ToolContext, ToolError,
                                    ToolOutput)
@@ -152,3 +154,55 @@ class ChartToTable(Tool):
                             f"argument 'image': cannot read a bar chart: {exc}") from None
         text = "\n".join(f"{label} | {value}" for label, value in zip(chart.labels, chart.values))
         return ToolOutput(text, [], {"labels": chart.labels, "values": chart.values})
+
+
+def select_bars(labels: list[str], values: list, wanted: list[str] | None = None,
+                order: str = "chart") -> list[tuple[str, Any]]:
+    """bar_values' selection on a read chart: (label, value) rows for the `wanted` labels
+    (case-insensitive, in the order asked; all when None), sorted by `order` (stable)."""
+    rows = list(zip(labels, values))
+    if wanted is not None:
+        by_key = {label.casefold(): (label, value) for label, value in rows}
+        missing = [q for q in wanted if q.casefold() not in by_key]
+        if missing:
+            raise ToolError(INVALID_ARGUMENT,
+                            f"argument 'labels': no bar labelled {', '.join(map(repr, missing))}; "
+                            f"the chart's labels are {', '.join(labels)}")
+        rows = [by_key[q.casefold()] for q in wanted]
+    if order != "chart":
+        rows = sorted(rows, key=lambda r: r[1], reverse=order == "descending")
+    return rows
+
+
+class BarValues(Tool):
+    """Reads chosen bars of a vertical bar chart: one `label | value` line per bar.
+
+    `labels` picks bars by their category label, in the order given (case-insensitive);
+    omit it for every bar. `order` sorts the lines: "chart" (as given, or left to right),
+    "descending" (largest first) or "ascending" (smallest first). Handles only bar charts
+    drawn in vista-jax's own rendered style, like chart_to_table.
+    """
+
+    name = "bar_values"
+    family = "chart"
+
+    class Arguments(ToolArguments):
+        image: ImageId
+        labels: Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]] | None, Field(
+            default=None, min_length=1, max_length=32,
+            description="category labels of the bars to read, in the order wanted; "
+                        "omit for every bar")] = None
+        order: Literal["chart", "descending", "ascending"] = Field(
+            default="chart", description="chart: as given (or left to right); descending: "
+                                         "largest value first; ascending: smallest first")
+
+    def run(self, args: Arguments, ctx: ToolContext) -> ToolOutput:
+        image = ctx.image(args.image)
+        try:
+            chart = read_bar_chart(image)
+        except ChartReadError as exc:
+            raise ToolError(INVALID_ARGUMENT,
+                            f"argument 'image': cannot read a bar chart: {exc}") from None
+        rows = select_bars(chart.labels, chart.values, args.labels, args.order)
+        text = "\n".join(f"{label} | {value}" for label, value in rows)
+        return ToolOutput(text, [], {"labels": [r[0] for r in rows], "values": [r[1] for r in rows]})

@@ -5,9 +5,15 @@ Question types (sampling weight): `lookup` (0.3) "What is the value of Beta?" �
 Alpha?" → a positive integer; `sum` (0.2) of two bars → an integer. Values are distinct
 integers in 1–99, so every answer is unique and exact (tolerance 0).
 
-Reference plans: `chart_to_table` → answer for lookup/max/min; `chart_to_table` →
-`calculator("41 - 23")` → answer for difference/sum. The calculator expression and the
-answer are templates over the table the tool returned (`bindings`), never the ground truth.
+Reference plans read only the bars the question needs, with `bar_values`:
+lookup `bar_values(labels=[a])` → answer; max/min `bar_values(order="descending" /
+"ascending")` → the first label; difference/sum `bar_values(labels=[a, b])` →
+`calculator("41 - 23")` → answer. So the policy's work is choosing the tool and copying
+arguments out of the question and values out of observations, which a ~1M-parameter policy
+learns in minutes; the earlier plan (the whole table from `chart_to_table`, then a lookup
+by label inside the policy) needs associative recall, which the tiny policy had not learnt
+after 800 SFT steps (docs/design.md). Arguments, thinks and the answer are templates over
+what the tools returned (`bindings`), never the ground truth.
 """
 
 from __future__ import annotations
@@ -46,8 +52,13 @@ QUESTIONS = {
 # Expert think phrasings, one picked per step by the task seed. Short on purpose: a tiny
 # policy's turn budget is a few dozen tokens. `{a}`/`{b}` are filled at generation time,
 # `{{…}}` fields later from the tool results (see `bindings`).
-THINK_TABLE = ("Read the chart as a table.", "I need the bar values.",
-               "Let me extract the data.", "First get the table.")
+THINK_READ = {
+    "lookup": ("I need the value of {a}.", "Read the {a} bar.", "Look up {a}."),
+    "max": ("Sort the bars, largest first.", "Find the tallest bar.", "Rank the bars."),
+    "min": ("Sort the bars, smallest first.", "Find the shortest bar.", "Rank the bars."),
+    "difference": ("Read {a} and {b}.", "I need the values of {a} and {b}.", "Look up both bars."),
+    "sum": ("Read {a} and {b}.", "I need the values of {a} and {b}.", "Look up both bars."),
+}
 THINK_CALC = {
     "difference": ("{a} is {{v[{a}]}}, {b} is {{v[{b}]}}. Subtract.",
                    "Compute {{v[{a}]}} - {{v[{b}]}}.", "Take the difference."),
@@ -107,7 +118,12 @@ class ChartQA:
         }[qtype]
         question = rng.choice(QUESTIONS[qtype]).format(a=a, b=b)
 
-        plan = [PlanStep("chart_to_table", {"image": "img_0"}, rng.choice(THINK_TABLE))]
+        read_args: dict[str, Any] = {"image": "img_0"}
+        if qtype in ("max", "min"):
+            read_args["order"] = "descending" if qtype == "max" else "ascending"
+        else:
+            read_args["labels"] = [a] if qtype == "lookup" else [a, b]
+        plan = [PlanStep("bar_values", read_args, rng.choice(THINK_READ[qtype]).format(a=a, b=b))]
         if qtype in ("difference", "sum"):
             op = "-" if qtype == "difference" else "+"
             plan.append(PlanStep("calculator", {"expression": f"{{v[{a}]}} {op} {{v[{b}]}}"},
@@ -124,7 +140,7 @@ class ChartQA:
             meta={"question_type": qtype, "table": table, "title": title, "asked": [a, b]})
 
     def bindings(self, task: Task, results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        """`v`: {label: value as written} from the chart_to_table result; `max_label`,
+        """`v`: {label: value as written} from the first (bar_values / chart_to_table) result; `max_label`,
         `max_value`, `min_label`, `min_value`; `calc`: the calculator's value, once it ran."""
         out: dict[str, Any] = {}
         if results:
