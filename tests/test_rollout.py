@@ -32,8 +32,8 @@ class ScriptedEnv:
     """Turn 1 gets a tool observation (with an image on even rows); turn 2 ends the episode
     with reward = number of characters the policy wrote, mod 3."""
 
-    def __init__(self, seed):
-        self.turns, self.seed, self.texts = 0, seed, []
+    def __init__(self, seed, response="cropped"):
+        self.turns, self.seed, self.texts, self.response = 0, seed, [], response
 
     def reset(self, task):
         self.turns, self.texts = 0, []
@@ -47,7 +47,8 @@ class ScriptedEnv:
         self.texts.append(text)
         if self.turns == 1:
             images = [Image.new("RGB", (28, 28), "red")] if self.seed % 2 == 0 else []
-            msg = {"role": "tool", "content": "<tool_response>cropped</tool_response>", "images": images}
+            msg = {"role": "tool", "content": f"<tool_response>{self.response}</tool_response>",
+                   "images": images}
             return {"messages": [msg]}, 0.0, False, False, {}
         r = float(sum(len(t) for t in self.texts) % 3)
         return {"messages": []}, r, True, False, {"reward_components": {"correct": r}}
@@ -57,8 +58,8 @@ class ScriptedEnv:
 
 
 class ScriptedVecEnv:
-    def __init__(self, n):
-        self.envs = [ScriptedEnv(i) for i in range(n)]
+    def __init__(self, n, response="cropped"):
+        self.envs = [ScriptedEnv(i, response) for i in range(n)]
 
     def reset(self, tasks):
         return [e.reset(t) for e, t in zip(self.envs, tasks)]
@@ -127,3 +128,17 @@ def test_greedy_is_deterministic_and_sampling_depends_on_rng(setup):
     assert all(np.array_equal(x.tokens, y.tokens) for x, y in zip(a, b))
     c, _ = run_episodes(sampler, params, ScriptedVecEnv(4), tasks, rng=jax.random.key(5))
     assert any(not np.array_equal(x.tokens, y.tokens) for x, y in zip(a, c))
+
+
+def test_oversized_tool_response_is_truncated_not_fatal(setup):
+    """A tool result longer than the largest observation bucket (here 32 tokens) is cut to
+    fit, with the truncation marker, instead of failing the whole batch of rollouts."""
+    tok, cfg, graphdef, params, rest, sampler = setup
+    tasks = [FakeTask(f"t{i}") for i in range(4)]
+    long = " ".join(["Alpha | 23"] * 40)
+    eps, _ = run_episodes(sampler, params, ScriptedVecEnv(4, long), tasks, rng=jax.random.key(0))
+    for e in eps:
+        obs = tok.decode(e.tokens[e.loss_mask == 0])
+        assert e.num_turns == 2 and not e.truncated
+        assert tok_lib.TRUNCATION_MARKER + "</tool_response>" in obs
+    assert len(eps[0].images) == 2  # the tool's image survived the cut

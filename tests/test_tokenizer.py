@@ -61,3 +61,20 @@ def test_conversation_loss_mask_covers_exactly_assistant_turns(tok):
 def test_conversation_without_assistant_is_rejected(tok):
     with pytest.raises(ValueError):
         tok.render_conversation([{"role": "user", "content": "hi"}])
+
+
+def test_long_tool_response_is_truncated_to_the_observation_budget(tok):
+    long = "\n".join(f"Alpha | {i}" for i in range(60))
+    messages = [{"role": "tool", "content": f"<tool_response>{long}</tool_response>", "images": ["IMG"]}]
+    full = tok.render_observation(messages)
+    assert tok.render_observation(messages, max_tokens=len(full.ids)).ids.tolist() == full.ids.tolist()
+    for budget in (64, 50, 44):
+        seg = tok.render_observation(messages, max_tokens=budget)
+        text = tok.decode(seg.ids)
+        assert len(seg.ids) <= budget
+        assert T.TRUNCATION_MARKER + "</tool_response><|im_end|>" in text  # tags kept, cut marked
+        assert text.startswith("<|im_end|>\n<|im_start|>user\n<|vision_start|>")  # image kept
+        assert text.endswith("<|im_start|>assistant\n") and seg.images == ["IMG"]
+        assert "Alpha | 0\nAlpha | 1" in text or budget < 64  # the head of the result survives
+    with pytest.raises(ValueError, match="budget"):
+        tok.render_observation(messages, max_tokens=10)  # not even the tags and image fit

@@ -280,9 +280,17 @@ def run_episodes(sampler: Sampler, params, vec_env, tasks: Sequence[Any], *, rng
                 done[b] = True
                 finals[b] = (float(reward), info)
             else:
-                obs_segments[b] = tok.render_observation(obs["messages"])
+                try:  # long tool results are cut to the largest observation bucket
+                    obs_segments[b] = tok.render_observation(obs["messages"],
+                                                             max_tokens=max(cfg.obs_buckets))
+                except ValueError:  # not even its images and tags fit: end the episode
+                    done[b] = True
+                    reward, info = vec_env.truncate(b)
+                    finals[b] = (float(reward), info)
         if done.all():
             break
+        if not any(s is not None for s in obs_segments):
+            continue
         need = max(len(s.ids) for s in obs_segments if s is not None)
         if used + bucket(need, cfg.obs_buckets) + cfg.max_new_tokens > cfg.max_context:
             break

@@ -60,6 +60,9 @@ class Segment:
         )
 
 
+TRUNCATION_MARKER = "[...]"  # ends a tool response cut to the observation budget (short: tiny vocabularies)
+
+
 class VistaTokenizer:
     """Wraps an HF tokenizer; adds the protocol's special-token ids and the chat template."""
 
@@ -118,12 +121,45 @@ class VistaTokenizer:
         """System + user messages followed by the assistant header (the generation prompt)."""
         return Segment.concat([self.render_message(m) for m in messages] + [self.assistant_header()])
 
-    def render_observation(self, messages: Sequence[dict[str, Any]]) -> Segment:
+    def render_observation(self, messages: Sequence[dict[str, Any]],
+                           max_tokens: int | None = None) -> Segment:
         """What follows an assistant turn that called a tool: end of turn, tool message(s),
-        and the next assistant header."""
-        return Segment.concat([self._text(f"{IM_END}\n")]
-                              + [self.render_message(m) for m in messages]
-                              + [self.assistant_header()])
+        and the next assistant header.
+
+        With `max_tokens`, the text inside each `<tool_response>…</tool_response>` is cut
+        (longest first) and marked `TRUNCATION_MARKER` until the segment fits, so a long
+        tool result or error never overflows the rollout's observation buckets; the tags,
+        images and headers are kept. ValueError if even empty responses do not fit."""
+        def render(msgs):
+            return Segment.concat([self._text(f"{IM_END}\n")]
+                                  + [self.render_message(m) for m in msgs]
+                                  + [self.assistant_header()])
+
+        seg = render(messages)
+        if max_tokens is None or len(seg.ids) <= max_tokens:
+            return seg
+        msgs = [dict(m) for m in messages]
+        inner = {}  # message index -> token ids of its tool-response text
+        for i, m in enumerate(msgs):
+            c = m["content"]
+            if c.startswith(protocol.TOOL_RESPONSE_START) and c.endswith(protocol.TOOL_RESPONSE_END):
+                inner[i] = self.encode(c[len(protocol.TOOL_RESPONSE_START):-len(protocol.TOOL_RESPONSE_END)])
+        marker = len(self.encode(TRUNCATION_MARKER))
+        while len(seg.ids) > max_tokens and inner:
+            i = max(inner, key=lambda k: len(inner[k]))
+            keep = max(0, len(inner[i]) - (len(seg.ids) - max_tokens) - marker)
+            if keep >= len(inner[i]):
+                keep = len(inner[i]) - 1
+            inner[i] = inner[i][:keep]
+            msgs[i]["content"] = (protocol.TOOL_RESPONSE_START + self.decode(inner[i])
+                                  + TRUNCATION_MARKER + protocol.TOOL_RESPONSE_END)
+            if keep == 0:
+                del inner[i]
+            seg = render(msgs)
+        if len(seg.ids) > max_tokens:
+            raise ValueError(f"observation needs {len(seg.ids)} tokens even with empty tool "
+                             f"responses; the budget is {max_tokens}")
+        return seg
 
     def render_assistant(self, text: str) -> Segment:
         """An assistant turn as the policy would generate it (loss mask 1)."""
@@ -155,21 +191,17 @@ class VistaTokenizer:
 # --- training the tiny BPE ---------------------------------------------------------------
 
 def train_bpe(texts: Iterable[str], vocab_size: int):
-    """Trains a byte-level BPE for a tiny policy that must learn to copy values in minutes.
-
-    - Digits are single tokens, so numbers copy and compute digit by digit.
-    - Spaces are tokens of their own, so a word is the same token wherever it appears:
-      " Plum" in a question and "Plum" at the start of a tool's table row would otherwise be
-      two unrelated ids, and the policy would have to learn that they match before it can
-      look a label up (measured: held-out accuracy stayed at ~0-6% after 600 SFT steps with
-      prefix-space tokens; see docs/design.md). Costs ~1.3x more tokens on prose.
-    - Protocol tags are atomic special tokens.
+    """Trains a byte-level BPE for a tiny policy: digits are single tokens (numbers copy and
+    compute digit by digit), protocol tags are atomic special tokens, and words keep their
+    GPT-2-style leading space. Isolating spaces as tokens of their own (so that " Plum" and
+    "Plum" become one id) was tried and measured worse: the token before every word is then
+    the same space id, and a tiny policy no longer learns to copy a word after it
+    (benchmarks/probe_copy_learning.py --space-tokens; docs/design.md).
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(" ", behavior="isolated"),
         pre_tokenizers.Digits(individual_digits=True),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
     ])
