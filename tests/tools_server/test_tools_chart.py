@@ -74,43 +74,32 @@ def test_not_a_chart_is_a_read_error():
         read_bar_chart(chart.crop((60, 0, 320, 240)))  # a crop without the y axis
 
 
-class _Context:
-    def __init__(self, image):
-        self._image = image
-
-    def image(self, image_id, *, argument="image"):
-        return self._image
-
-    def add_image(self, image):
-        raise AssertionError("chart tools produce no images")
-
-
-def _bar_values(image, **arguments):
+def _bar_values(context, image, **arguments):
     from tools_server.tools import default_registry
     tool, args = default_registry().validate("bar_values", {"image": "x", **arguments})
-    return tool.run(args, _Context(image))
+    return tool.run(args, context(image))
 
 
-def test_bar_values_selects_and_sorts():
+def test_bar_values_selects_and_sorts(one_image_context):
     image = render_bar_chart(["Plum", "Beta", "Ash", "Oak"], [83, 70, 5, 41], seed=1)
-    out = _bar_values(image, labels=["Beta", "plum"])  # request order, case-insensitive
+    out = _bar_values(one_image_context, image, labels=["Beta", "plum"])  # request order, case-insensitive
     assert out.text == "Beta | 70\nPlum | 83"
     assert out.data == {"labels": ["Beta", "Plum"], "values": [70, 83]}
-    assert _bar_values(image, order="descending").text.splitlines()[0] == "Plum | 83"
-    assert _bar_values(image, order="ascending").data["labels"] == ["Ash", "Oak", "Beta", "Plum"]
-    assert _bar_values(image).data["labels"] == ["Plum", "Beta", "Ash", "Oak"]  # left to right
-    assert _bar_values(image, labels=["Oak", "Ash"], order="descending").text == "Oak | 41\nAsh | 5"
+    assert _bar_values(one_image_context, image, order="descending").text.splitlines()[0] == "Plum | 83"
+    assert _bar_values(one_image_context, image, order="ascending").data["labels"] == ["Ash", "Oak", "Beta", "Plum"]
+    assert _bar_values(one_image_context, image).data["labels"] == ["Plum", "Beta", "Ash", "Oak"]  # left to right
+    assert _bar_values(one_image_context, image, labels=["Oak", "Ash"], order="descending").text == "Oak | 41\nAsh | 5"
 
 
-def test_bar_values_bad_arguments_are_coded_errors():
+def test_bar_values_bad_arguments_are_coded_errors(one_image_context):
     from tools_server.registry import INVALID_ARGUMENT, UNKNOWN_ARGUMENT, ToolError
     image = render_bar_chart(["Plum", "Beta", "Ash"], [83, 70, 5], seed=1)
     with pytest.raises(ToolError) as info:
-        _bar_values(image, labels=["Kiwi"])
+        _bar_values(one_image_context, image, labels=["Kiwi"])
     assert info.value.code == INVALID_ARGUMENT and "'Kiwi'" in info.value.message
     assert "Plum, Beta, Ash" in info.value.message  # tells the policy what it could ask for
     for bad, code in [({"order": "biggest"}, INVALID_ARGUMENT), ({"labels": "Plum"}, INVALID_ARGUMENT),
                       ({"labels": []}, INVALID_ARGUMENT), ({"sort": "ascending"}, UNKNOWN_ARGUMENT)]:
         with pytest.raises(ToolError) as info:
-            _bar_values(image, **bad)
+            _bar_values(one_image_context, image, **bad)
         assert info.value.code == code, bad

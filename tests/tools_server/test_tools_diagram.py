@@ -29,20 +29,9 @@ def test_detect_points_exact_on_random_diagrams():
         assert found == dict(sorted(points.items())) and unlabelled == 0, seed
 
 
-class _Context:
-    def __init__(self, image):
-        self._image = image
-
-    def image(self, image_id, *, argument="image"):
-        return self._image
-
-    def add_image(self, image):
-        raise AssertionError("diagram tools produce no images")
-
-
-def test_detect_points_and_measure_length_on_a_known_triangle():
+def test_detect_points_and_measure_length_on_a_known_triangle(one_image_context):
     points = {"A": (60, 200), "B": (220, 200), "C": (220, 80)}
-    ctx = _Context(render.render_points_diagram(points, [("A", "B"), ("B", "C"), ("C", "A")]))
+    ctx = one_image_context(render.render_points_diagram(points, [("A", "B"), ("B", "C"), ("C", "A")]))
     out = diagram.DetectPoints().run(diagram.DetectPoints.Arguments(image="x"), ctx)
     assert out.text == "A (60, 200)\nB (220, 200)\nC (220, 80)"
     assert out.data["points"] == {"A": [60, 200], "B": [220, 200], "C": [220, 80]}

@@ -131,6 +131,20 @@ def read_bar_chart(image: Image.Image) -> BarChart:
     return BarChart([t for _, t in labels], values, axis_x, axis_y, ticks)
 
 
+def read_chart_argument(ctx: ToolContext, image_id: str) -> BarChart:
+    """The chart in argument `image`, or an invalid_argument error saying why it is not one."""
+    try:
+        return read_bar_chart(ctx.image(image_id))
+    except ChartReadError as exc:
+        raise ToolError(INVALID_ARGUMENT, f"argument 'image': cannot read a bar chart: {exc}") from None
+
+
+def table_output(rows: list[tuple[str, Any]]) -> ToolOutput:
+    """`label | value` lines, with the same rows as data."""
+    text = "\n".join(f"{label} | {value}" for label, value in rows)
+    return ToolOutput(text, [], {"labels": [r[0] for r in rows], "values": [r[1] for r in rows]})
+
+
 class ChartToTable(Tool):
     """Reads a vertical bar chart: its data table, one `label | value` line per bar, left to right.
 
@@ -146,14 +160,8 @@ class ChartToTable(Tool):
         image: ImageId
 
     def run(self, args: Arguments, ctx: ToolContext) -> ToolOutput:
-        image = ctx.image(args.image)
-        try:
-            chart = read_bar_chart(image)
-        except ChartReadError as exc:
-            raise ToolError(INVALID_ARGUMENT,
-                            f"argument 'image': cannot read a bar chart: {exc}") from None
-        text = "\n".join(f"{label} | {value}" for label, value in zip(chart.labels, chart.values))
-        return ToolOutput(text, [], {"labels": chart.labels, "values": chart.values})
+        chart = read_chart_argument(ctx, args.image)
+        return table_output(list(zip(chart.labels, chart.values)))
 
 
 def select_bars(labels: list[str], values: list, wanted: list[str] | None = None,
@@ -197,12 +205,5 @@ class BarValues(Tool):
                                          "largest value first; ascending: smallest first")
 
     def run(self, args: Arguments, ctx: ToolContext) -> ToolOutput:
-        image = ctx.image(args.image)
-        try:
-            chart = read_bar_chart(image)
-        except ChartReadError as exc:
-            raise ToolError(INVALID_ARGUMENT,
-                            f"argument 'image': cannot read a bar chart: {exc}") from None
-        rows = select_bars(chart.labels, chart.values, args.labels, args.order)
-        text = "\n".join(f"{label} | {value}" for label, value in rows)
-        return ToolOutput(text, [], {"labels": [r[0] for r in rows], "values": [r[1] for r in rows]})
+        chart = read_chart_argument(ctx, args.image)
+        return table_output(select_bars(chart.labels, chart.values, args.labels, args.order))
