@@ -53,6 +53,8 @@ def main(argv=None):
     p.add_argument("--warmup-labels-only", type=int, default=0,
                    help="steps of labels-only loss before the full loss")
     p.add_argument("--question-types", default="", help="comma-separated; empty = all")
+    p.add_argument("--split-space-before-capitals", action="store_true",
+                   help="tokenizer variant: ' Plum' -> ' ', 'Plum' (labels one id everywhere)")
     p.add_argument("--every", type=int, default=50)
     p.add_argument("--config", default=os.path.join(os.path.dirname(__file__), "..", "configs", "tiny_cpu.py"))
     args, overrides = p.parse_known_args(argv)
@@ -74,6 +76,21 @@ def main(argv=None):
         val = [r for r in val if r["question_type"] in types]
 
     grid = config.model.image_size // 14
+    if args.split_space_before_capitals:
+        from tokenizers import Regex, pre_tokenizers
+        base = tok_lib.train_bpe
+
+        def train_bpe(texts, vocab_size):
+            original = pre_tokenizers.Sequence
+
+            def sequence(items):  # prepend the split to the recipe's pre-tokenizer chain
+                return original([pre_tokenizers.Split(Regex(" (?=[A-Z])"), "isolated"), *items])
+            pre_tokenizers.Sequence = sequence
+            try:
+                return base(texts, vocab_size)
+            finally:
+                pre_tokenizers.Sequence = original
+        tok_lib.train_bpe = train_bpe
     tok = tok_lib.load_or_train_tokenizer(tempfile.mkdtemp(), lambda: pipeline.corpus_texts(train),
                                           config.tokenizer.vocab_size, (grid // 2) ** 2)
     model_cfg = pipeline.model_config_from(config, tok)
