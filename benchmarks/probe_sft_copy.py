@@ -76,23 +76,9 @@ def main(argv=None):
         val = [r for r in val if r["question_type"] in types]
 
     grid = config.model.image_size // 14
-    if args.split_space_before_capitals:
-        from tokenizers import Regex, pre_tokenizers
-        base = tok_lib.train_bpe
-
-        def train_bpe(texts, vocab_size):
-            original = pre_tokenizers.Sequence
-
-            def sequence(items):  # prepend the split to the recipe's pre-tokenizer chain
-                return original([pre_tokenizers.Split(Regex(" (?=[A-Z])"), "isolated"), *items])
-            pre_tokenizers.Sequence = sequence
-            try:
-                return base(texts, vocab_size)
-            finally:
-                pre_tokenizers.Sequence = original
-        tok_lib.train_bpe = train_bpe
+    split = " (?=[A-Z])" if args.split_space_before_capitals else None
     tok = tok_lib.load_or_train_tokenizer(tempfile.mkdtemp(), lambda: pipeline.corpus_texts(train),
-                                          config.tokenizer.vocab_size, (grid // 2) ** 2)
+                                          config.tokenizer.vocab_size, (grid // 2) ** 2, split)
     model_cfg = pipeline.model_config_from(config, tok)
     graphdef, params, rest = nnx.split(Qwen25VL(model_cfg, rngs=nnx.Rngs(config.seed)), nnx.Param, ...)
     sampler = Sampler(graphdef, rest, model_cfg, tok, SamplerConfig.from_config(config))

@@ -35,16 +35,17 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vista_jax.models import Qwen25VL, init_cache
-from vista_jax.models.hf_convert import load_hf_weights, model_config_from_hf
+from vista_jax.models import ModelConfig, Qwen25VL, init_cache
+from vista_jax.models.hf_convert import hf_config_from, load_hf_weights, model_config_from_hf
 from vista_jax.rollout import Sampler, SamplerConfig
 
-# Decoder sizes; the vision tower is the tiny one in both (text-only prompts never run it).
+# Decoder sizes (our ModelConfig names); the vision tower is the tiny default in both
+# (text-only prompts never run it).
 SIZES = {
-    "tiny": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
-                 num_key_value_heads=2, intermediate_size=384, mrope_section=[4, 6, 6]),
-    "small": dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8,
-                  num_key_value_heads=2, intermediate_size=1536, mrope_section=[8, 12, 12]),
+    "tiny": dict(embed_dim=128, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=32,
+                 mlp_dim=384, mrope_section=(4, 6, 6)),
+    "small": dict(embed_dim=512, num_layers=8, num_heads=8, num_kv_heads=2, head_dim=64,
+                  mlp_dim=1536, mrope_section=(8, 12, 12)),
 }
 VOCAB = 1024
 # Special ids at the top of the vocab; prompts are drawn below them.
@@ -54,21 +55,14 @@ IMAGE_SIZE = 56  # px; the sampler's image grid (unused by text-only prompts)
 
 
 def hf_model(size: str, seed: int = 0):
-    """A random HF Qwen2_5_VLForConditionalGeneration (fp32, eval mode)."""
+    """A random HF Qwen2_5_VLForConditionalGeneration of `SIZES[size]` (fp32, eval mode)."""
     import torch
     import transformers
 
-    text = dict(SIZES[size])
-    mrope = text.pop("mrope_section")
-    config = transformers.Qwen2_5_VLConfig(
-        text_config=dict(vocab_size=VOCAB, rms_norm_eps=1e-6, max_position_embeddings=4096,
-                         bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD,
-                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                                          "mrope_section": mrope}, **text),
-        vision_config=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2,
-                           out_hidden_size=text["hidden_size"]),
-        image_token_id=IMAGE, video_token_id=VIDEO, vision_start_token_id=V_START,
-        vision_end_token_id=V_END, tie_word_embeddings=True)
+    cfg = ModelConfig(vocab_size=VOCAB, image_pad_id=IMAGE, **SIZES[size])
+    config = hf_config_from(cfg, video_token_id=VIDEO, vision_start_token_id=V_START,
+                            vision_end_token_id=V_END, bos_token_id=BOS, eos_token_id=EOS,
+                            pad_token_id=PAD)
     torch.manual_seed(seed)
     return transformers.Qwen2_5_VLForConditionalGeneration(config).eval()
 

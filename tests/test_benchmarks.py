@@ -24,5 +24,6 @@ def test_sampler_vs_hf_benchmark_runs(capsys, monkeypatch):
                          "--json"])
     for key in ("ours_tokens_per_s", "hf_tokens_per_s", "ratio"):
         assert math.isfinite(result[key]) and result[key] > 0, (key, result[key])
-    assert 0.0 <= result["token_agreement"] <= 1.0
+    # Logits agree to ~1e-5, so greedy decoding picks the same tokens on both sides.
+    assert result["token_agreement"] == 1.0 and result["rows_identical"] == 2
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result

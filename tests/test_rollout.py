@@ -142,3 +142,17 @@ def test_oversized_tool_response_is_truncated_not_fatal(setup):
         assert e.num_turns == 2 and not e.truncated
         assert tok_lib.TRUNCATION_MARKER + "</tool_response>" in obs
     assert len(eps[0].images) == 2  # the tool's image survived the cut
+
+
+def test_observation_that_cannot_fit_ends_its_episode(setup):
+    """With an observation bucket smaller than a tool message's fixed tokens (headers,
+    tags, image), the rollout truncates those episodes instead of failing the batch."""
+    tok, cfg, graphdef, params, rest, _ = setup
+    small = Sampler(graphdef, rest, cfg, tok, SamplerConfig(
+        max_context=256, max_new_tokens=12, prompt_buckets=(32, 64), obs_buckets=(8,),
+        max_images_per_chunk=1, image_size=56))
+    tasks = [FakeTask(f"t{i}") for i in range(4)]
+    eps, _ = run_episodes(small, params, ScriptedVecEnv(4), tasks, rng=jax.random.key(0))
+    for e in eps:
+        assert e.num_turns == 1 and e.truncated
+        assert "tool_response" not in tok.decode(e.tokens)

@@ -75,6 +75,15 @@ def test_long_tool_response_is_truncated_to_the_observation_budget(tok):
         assert T.TRUNCATION_MARKER + "</tool_response><|im_end|>" in text  # tags kept, cut marked
         assert text.startswith("<|im_end|>\n<|im_start|>user\n<|vision_start|>")  # image kept
         assert text.endswith("<|im_start|>assistant\n") and seg.images == ["IMG"]
-        assert "Alpha | 0\nAlpha | 1" in text or budget < 64  # the head of the result survives
+        if budget == 64:  # room for more than the marker: the head of the result survives
+            assert "Alpha | 0\nAlpha | 1" in text
     with pytest.raises(ValueError, match="budget"):
         tok.render_observation(messages, max_tokens=10)  # not even the tags and image fit
+
+
+def test_split_pattern_isolates_its_matches_before_bpe():
+    texts = ['Look up Plum. ["Plum"]\nPlum | 8'] * 20
+    plain = T.train_bpe(texts, 300).encode("Look up Plum.").tokens
+    split = T.train_bpe(texts, 300, split_pattern=" (?=[A-Z])").encode('Look up Plum. ["Plum"]').tokens
+    assert "ĠPlum" in plain
+    assert split.count("Plum") == 2 and "ĠPlum" not in split  # one id in prose and JSON

@@ -15,16 +15,15 @@ from vista_jax.rollout import Episode, Sampler, run_episodes
 
 def evaluate(sampler: Sampler, params, make_vec_env, tasks: Sequence[Any], *, batch_size: int,
              seed: int = 0) -> tuple[dict[str, float], list[Episode]]:
-    """Plays every task once with greedy decoding, `batch_size` episodes at a time.
-    `make_vec_env(n)` returns a vector env of n envs (reused across batches of equal size)."""
+    """Plays every task once with greedy decoding, `batch_size` episodes at a time, on one
+    vector env of `batch_size` envs from `make_vec_env(batch_size)` (the last batch is padded
+    with repeats, so shapes and compilations stay fixed; callers may cache the env)."""
     episodes: list[Episode] = []
-    envs: dict[int, Any] = {}
+    env = make_vec_env(batch_size)
     for start in range(0, len(tasks), batch_size):
         chunk = list(tasks[start:start + batch_size])
         n = len(chunk)
-        if n < batch_size:  # pad the last batch with repeats so shapes (and compilations) stay fixed
-            chunk = chunk + [chunk[-1]] * (batch_size - n)
-        env = envs.setdefault(len(chunk), make_vec_env(len(chunk)))
+        chunk += [chunk[-1]] * (batch_size - n)
         eps, _ = run_episodes(sampler, params, env, chunk, rng=jax.random.key(seed), greedy=True)
         episodes.extend(eps[:n])
     return summarize(episodes, tasks), episodes

@@ -215,8 +215,7 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
             params=params, opt_state=opt_state, train_step=sft_step, batches=batches,
             steps=config.sft.steps, to_device=to_device,
             log=lambda s, m: metrics_log("sft", s, m, echo=s % (config.log.every * 10) == 0),
-            validate=validate if config.sft.validate_every > 0 else None,
-            validate_every=config.sft.validate_every)
+            validate=validate, validate_every=config.sft.validate_every)
         timings["sft_s"] = time.perf_counter() - t
         if "best_step" in sft_info:
             log.info("SFT: keeping step %d (val accuracy %.3f); curve %s", sft_info["best_step"],

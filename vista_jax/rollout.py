@@ -289,8 +289,6 @@ def run_episodes(sampler: Sampler, params, vec_env, tasks: Sequence[Any], *, rng
                     finals[b] = (float(reward), info)
         if done.all():
             break
-        if not any(s is not None for s in obs_segments):
-            continue
         need = max(len(s.ids) for s in obs_segments if s is not None)
         if used + bucket(need, cfg.obs_buckets) + cfg.max_new_tokens > cfg.max_context:
             break

@@ -2,7 +2,7 @@
 
 Copying values out of tool responses is learnt in a sudden phase transition after a loss
 plateau (see docs/design.md), so the final step is not necessarily the best policy: with
-`validate` given, the loop evaluates held-out accuracy every `validate_every` steps and
+`validate` given and `validate_every` > 0, the loop evaluates held-out accuracy every `validate_every` steps and
 returns the params that scored best (ties go to the later step).
 """
 

@@ -127,39 +127,46 @@ class VistaTokenizer:
         and the next assistant header.
 
         With `max_tokens`, the text inside each `<tool_response>…</tool_response>` is cut
-        (longest first) and marked `TRUNCATION_MARKER` until the segment fits, so a long
-        tool result or error never overflows the rollout's observation buckets; the tags,
-        images and headers are kept. ValueError if even empty responses do not fit."""
+        to fit and marked `TRUNCATION_MARKER` (shorter responses are kept whole, the room
+        left is shared by the longer ones), so a long tool result or error never overflows
+        the rollout's observation buckets; tags, images and headers are kept. ValueError
+        if not even empty responses fit."""
         def render(msgs):
             return Segment.concat([self._text(f"{IM_END}\n")]
                                   + [self.render_message(m) for m in msgs]
                                   + [self.assistant_header()])
 
+        def wrap(body: str) -> str:
+            return protocol.TOOL_RESPONSE_START + body + protocol.TOOL_RESPONSE_END
+
         seg = render(messages)
         if max_tokens is None or len(seg.ids) <= max_tokens:
             return seg
+        start, end = len(protocol.TOOL_RESPONSE_START), -len(protocol.TOOL_RESPONSE_END)
         msgs = [dict(m) for m in messages]
-        inner = {}  # message index -> token ids of its tool-response text
-        for i, m in enumerate(msgs):
-            c = m["content"]
-            if c.startswith(protocol.TOOL_RESPONSE_START) and c.endswith(protocol.TOOL_RESPONSE_END):
-                inner[i] = self.encode(c[len(protocol.TOOL_RESPONSE_START):-len(protocol.TOOL_RESPONSE_END)])
-        marker = len(self.encode(TRUNCATION_MARKER))
-        while len(seg.ids) > max_tokens and inner:
-            i = max(inner, key=lambda k: len(inner[k]))
-            keep = max(0, len(inner[i]) - (len(seg.ids) - max_tokens) - marker)
-            if keep >= len(inner[i]):
-                keep = len(inner[i]) - 1
-            inner[i] = inner[i][:keep]
-            msgs[i]["content"] = (protocol.TOOL_RESPONSE_START + self.decode(inner[i])
-                                  + TRUNCATION_MARKER + protocol.TOOL_RESPONSE_END)
-            if keep == 0:
-                del inner[i]
+        bodies = {i: self.encode(m["content"][start:end]) for i, m in enumerate(msgs)
+                  if m["content"].startswith(protocol.TOOL_RESPONSE_START)
+                  and m["content"].endswith(protocol.TOOL_RESPONSE_END)}
+        for i in bodies:  # the fixed cost: everything but the response texts
+            msgs[i]["content"] = wrap(TRUNCATION_MARKER)
+        room = max_tokens - len(render(msgs).ids)
+        if room < 0:
+            raise ValueError(f"observation needs {max_tokens - room} tokens even with empty "
+                             f"tool responses; the budget is {max_tokens}")
+        keep = {}
+        for left, i in zip(range(len(bodies), 0, -1), sorted(bodies, key=lambda k: len(bodies[k]))):
+            keep[i] = min(len(bodies[i]), room // left)
+            room -= keep[i]
+        while True:
+            for i, ids in bodies.items():
+                msgs[i]["content"] = wrap(self.decode(ids[:keep[i]])
+                                          + (TRUNCATION_MARKER if keep[i] < len(ids) else ""))
             seg = render(msgs)
-        if len(seg.ids) > max_tokens:
-            raise ValueError(f"observation needs {len(seg.ids)} tokens even with empty tool "
-                             f"responses; the budget is {max_tokens}")
-        return seg
+            if len(seg.ids) <= max_tokens:
+                return seg
+            # Re-encoding a cut text can merge differently; give back one more token.
+            longest = max(keep, key=keep.get)
+            keep[longest] -= 1
 
     def render_assistant(self, text: str) -> Segment:
         """An assistant turn as the policy would generate it (loss mask 1)."""
@@ -190,18 +197,22 @@ class VistaTokenizer:
 
 # --- training the tiny BPE ---------------------------------------------------------------
 
-def train_bpe(texts: Iterable[str], vocab_size: int):
+def train_bpe(texts: Iterable[str], vocab_size: int, split_pattern: str | None = None):
     """Trains a byte-level BPE for a tiny policy: digits are single tokens (numbers copy and
     compute digit by digit), protocol tags are atomic special tokens, and words keep their
     GPT-2-style leading space. Isolating spaces as tokens of their own (so that " Plum" and
     "Plum" become one id) was tried and measured worse: the token before every word is then
     the same space id, and a tiny policy no longer learns to copy a word after it
     (benchmarks/probe_copy_learning.py --space-tokens; docs/design.md).
+
+    `split_pattern`, a regex, isolates its matches as pre-tokens before that chain (for
+    tokenizer experiments, e.g. " (?=[A-Z])" splits the space off capitalised words).
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
+    extra = [] if split_pattern is None else [pre_tokenizers.Split(Regex(split_pattern), "isolated")]
+    tok.pre_tokenizer = pre_tokenizers.Sequence(extra + [
         pre_tokenizers.Digits(individual_digits=True),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
     ])
@@ -217,7 +228,8 @@ def train_bpe(texts: Iterable[str], vocab_size: int):
 
 
 def load_or_train_tokenizer(cache_dir: str | os.PathLike, texts_fn, vocab_size: int,
-                            image_tokens_per_image: int) -> VistaTokenizer:
+                            image_tokens_per_image: int,
+                            split_pattern: str | None = None) -> VistaTokenizer:
     """Loads the tokenizer cached in `cache_dir`, or trains one on `texts_fn()` and caches it."""
     from transformers import PreTrainedTokenizerFast
 
@@ -225,7 +237,7 @@ def load_or_train_tokenizer(cache_dir: str | os.PathLike, texts_fn, vocab_size: 
     if os.path.exists(os.path.join(cache_dir, "tokenizer.json")):
         hf = PreTrainedTokenizerFast.from_pretrained(cache_dir)
     else:
-        tok = train_bpe(texts_fn(), vocab_size)
+        tok = train_bpe(texts_fn(), vocab_size, split_pattern)
         hf = PreTrainedTokenizerFast(
             tokenizer_object=tok, eos_token=EOS, pad_token=EOS,
             additional_special_tokens=[t for t in SPECIAL_TOKENS if t != EOS],

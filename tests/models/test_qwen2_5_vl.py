@@ -13,7 +13,7 @@ from flax import nnx
 
 from vista_jax.models import (KVCache, ModelConfig, Qwen25VL, init_cache, mrope_positions,
                               preprocess_image, qwen2_5_vl_3b, qwen2_5_vl_7b)
-from vista_jax.models.hf_convert import load_hf_weights, model_config_from_hf
+from vista_jax.models.hf_convert import hf_config_from, load_hf_weights, model_config_from_hf
 
 VOCAB, IMG, V_START, V_END = 256, 250, 252, 253
 GRID = 4  # 56 px images: 4x4 patches -> 2x2 merged -> 4 image tokens
@@ -237,22 +237,15 @@ def test_config_validation_and_presets():
 # --- host-side preprocessing against transformers ----------------------------------------------
 
 
-def hf_model(**vision):
+def hf_model(**ours):
+    """A random torch HF model built from `ModelConfig.tiny(VOCAB, IMG, num_layers=2, **ours)`
+    (fields in our names)."""
     transformers = pytest.importorskip("transformers")
-    pytest.importorskip("torch")
-    import torch
+    torch = pytest.importorskip("torch")
 
-    config = transformers.Qwen2_5_VLConfig(
-        text_config=dict(vocab_size=VOCAB, hidden_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, intermediate_size=384,
-                         rms_norm_eps=1e-6, max_position_embeddings=1024, bos_token_id=1,
-                         eos_token_id=2, pad_token_id=0,
-                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                                          "mrope_section": [4, 6, 6]}),
-        vision_config=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2,
-                           out_hidden_size=128, **vision),
-        image_token_id=IMG, video_token_id=251, vision_start_token_id=V_START,
-        vision_end_token_id=V_END, tie_word_embeddings=True)
+    cfg = ModelConfig.tiny(VOCAB, IMG, num_layers=2, **ours)
+    config = hf_config_from(cfg, video_token_id=251, vision_start_token_id=V_START,
+                            vision_end_token_id=V_END, max_position_embeddings=1024)
     torch.manual_seed(0)
     return transformers.Qwen2_5_VLForConditionalGeneration(config).eval()
 
@@ -321,7 +314,7 @@ def test_logits_match_hf_qwen2_5_vl():
     logits of a tiny random HF model with perturbed weights equal ours."""
     import torch
 
-    hf = hf_model(window_size=56, fullatt_block_indexes=[1])
+    hf = hf_model(vision_window_size=56, vision_fullatt_block_indexes=(1,))
     with torch.no_grad():  # larger than the 0.02 init so every piece moves the logits
         for name, p in hf.named_parameters():
             noise = 0.1 * torch.randn_like(p)

@@ -59,6 +59,38 @@ def model_config_from_hf(hf_config: Any, **overrides: Any) -> ModelConfig:
     return ModelConfig(**{**fields, **overrides})
 
 
+def hf_config_from(cfg: ModelConfig, *, video_token_id: int, vision_start_token_id: int,
+                   vision_end_token_id: int, bos_token_id: int = 1, eos_token_id: int = 2,
+                   pad_token_id: int = 0, max_position_embeddings: int = 4096) -> Any:
+    """The transformers `Qwen2_5_VLConfig` describing `cfg` (the inverse of
+    `model_config_from_hf`, which reads it back equal). Token ids HF needs and ours does not
+    keep are arguments. Imports transformers."""
+    import transformers
+
+    if cfg.head_dim * cfg.num_heads != cfg.embed_dim:
+        raise ValueError(f"HF derives head_dim as embed_dim // num_heads = "
+                         f"{cfg.embed_dim // cfg.num_heads}; this config has {cfg.head_dim}")
+    text = dict(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.embed_dim, num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
+        intermediate_size=cfg.mlp_dim, rms_norm_eps=cfg.rms_norm_eps,
+        initializer_range=cfg.init_std, max_position_embeddings=max_position_embeddings,
+        bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta,
+                         "mrope_section": list(cfg.mrope_section)})
+    vision = dict(
+        depth=cfg.vision_num_layers, hidden_size=cfg.vision_embed_dim,
+        intermediate_size=cfg.vision_mlp_dim, num_heads=cfg.vision_num_heads,
+        out_hidden_size=cfg.embed_dim, window_size=cfg.vision_window_size,
+        fullatt_block_indexes=list(cfg.vision_fullatt_block_indexes),
+        patch_size=cfg.patch_size, temporal_patch_size=cfg.temporal_patch_size,
+        spatial_merge_size=cfg.spatial_merge_size, in_channels=cfg.in_channels)
+    return transformers.Qwen2_5_VLConfig(
+        text_config=text, vision_config=vision, image_token_id=cfg.image_pad_id,
+        video_token_id=video_token_id, vision_start_token_id=vision_start_token_id,
+        vision_end_token_id=vision_end_token_id, tie_word_embeddings=cfg.tie_word_embeddings)
+
+
 def load_hf_weights(model: Qwen25VL, hf: Any) -> None:
     """Copies HF Qwen2.5-VL weights into `model` in place. `hf`: a torch
     `Qwen2_5_VLForConditionalGeneration` or its state dict (name -> array or tensor).

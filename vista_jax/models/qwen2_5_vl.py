@@ -109,24 +109,25 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
 
+# What the released 3B and 7B checkpoints share: the vision tower, M-RoPE and bf16 compute.
+_QWEN2_5_VL_COMMON = dict(
+    head_dim=128, rope_theta=1e6, mrope_section=(16, 24, 24), vision_embed_dim=1280,
+    vision_num_layers=32, vision_num_heads=16, vision_mlp_dim=3420,
+    vision_fullatt_block_indexes=(7, 15, 23, 31), dtype="bfloat16")
+
+
 def qwen2_5_vl_3b(image_pad_id: int = 151655) -> ModelConfig:
     """Qwen2.5-VL-3B-Instruct shapes (bf16 compute)."""
-    return ModelConfig(
-        vocab_size=151936, embed_dim=2048, num_layers=36, num_heads=16, num_kv_heads=2,
-        head_dim=128, mlp_dim=11008, rope_theta=1e6, mrope_section=(16, 24, 24),
-        tie_word_embeddings=True, vision_embed_dim=1280, vision_num_layers=32,
-        vision_num_heads=16, vision_mlp_dim=3420, vision_fullatt_block_indexes=(7, 15, 23, 31),
-        image_pad_id=image_pad_id, dtype="bfloat16")
+    return ModelConfig(vocab_size=151936, embed_dim=2048, num_layers=36, num_heads=16,
+                       num_kv_heads=2, mlp_dim=11008, tie_word_embeddings=True,
+                       image_pad_id=image_pad_id, **_QWEN2_5_VL_COMMON)
 
 
 def qwen2_5_vl_7b(image_pad_id: int = 151655) -> ModelConfig:
     """Qwen2.5-VL-7B-Instruct shapes (bf16 compute)."""
-    return ModelConfig(
-        vocab_size=152064, embed_dim=3584, num_layers=28, num_heads=28, num_kv_heads=4,
-        head_dim=128, mlp_dim=18944, rope_theta=1e6, mrope_section=(16, 24, 24),
-        tie_word_embeddings=False, vision_embed_dim=1280, vision_num_layers=32,
-        vision_num_heads=16, vision_mlp_dim=3420, vision_fullatt_block_indexes=(7, 15, 23, 31),
-        image_pad_id=image_pad_id, dtype="bfloat16")
+    return ModelConfig(vocab_size=152064, embed_dim=3584, num_layers=28, num_heads=28,
+                       num_kv_heads=4, mlp_dim=18944, tie_word_embeddings=False,
+                       image_pad_id=image_pad_id, **_QWEN2_5_VL_COMMON)
 
 
 # --- building blocks ------------------------------------------------------------------------
