@@ -13,10 +13,10 @@ lead-ins, the label, then `--template-tokens` fixed tokens (the protocol scaffol
 row has in its loss). Loss is on the answer only; the printed `label_acc` is teacher-forced
 accuracy on the label token of fresh sequences.
 
-    python benchmarks/probe_copy_learning.py                     # untied head: learnt by ~250 steps
-    python benchmarks/probe_copy_learning.py --tied              # tied embeddings + 60 template tokens: not learnt in 400
-    python benchmarks/probe_copy_learning.py --template-tokens 0 --tied   # tied, no scaffolding: learnt by ~150
-    python benchmarks/probe_copy_learning.py --space-tokens      # a space token between all words: not learnt in 400
+    python benchmarks/probe_copy_learning.py                    # untied head: learnt by step 300
+    python benchmarks/probe_copy_learning.py --tied             # tied + 60 template tokens: not in 400
+    python benchmarks/probe_copy_learning.py --tied --template-tokens 0   # tied, no scaffolding: 400
+    python benchmarks/probe_copy_learning.py --space-tokens     # a space between all words: not in 400
 
 Measured on 2 CPU cores, 2026-11-25 (seed 0, lr 2e-3, batch 16): see docs/design.md.
 Synthetic data only: it says what slows copy learning, not what the real task needs.
