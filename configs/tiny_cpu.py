@@ -63,28 +63,31 @@ def get_config() -> ml_collections.ConfigDict:
     c.rollout.obs_buckets = (32, 64, 128)  # observation chunks are padded to one of these
     c.rollout.max_images_per_chunk = 1  # images one prompt or tool observation may carry
     c.rollout.max_images = 4  # images per trajectory in a training batch (prompt + tool images)
-    c.rollout.train_buckets = (256, 512)  # RL batches are padded to the smallest that fits
-    c.rollout.temperature = 1.0  # sampling temperature for RL rollouts (eval is greedy)
+    c.rollout.train_buckets = (256, 384, 512)  # RL batches are padded to the smallest that fits
+    c.rollout.temperature = 0.7  # sampling temperature for RL rollouts, also used by the learner's log-probs (eval is greedy)
 
     c.sft = ml_collections.ConfigDict()
     c.sft.num_trajectories = 1024  # expert trajectories generated (then filtered to verified)
-    c.sft.steps = 300  # optimizer steps
+    c.sft.steps = 600  # optimizer steps
     c.sft.batch_size = 16  # sequences per step
     c.sft.seq_len = 256  # packed length; longer trajectories are dropped and counted
     c.sft.learning_rate = 2e-3  # peak learning rate (warmup then cosine)
     c.sft.warmup_steps = 30  # linear warmup steps
     c.sft.weight_decay = 0.0  # AdamW weight decay
-    c.sft.validate_every = 100  # greedy val-split accuracy every this many steps; best is kept (0 = off)
+    c.sft.copy_weight = 20.0  # loss weight of assistant tokens copied from the question/tool responses (1 = plain NLL)
+    c.sft.copy_balance = 0.5  # copied ids weigh copy_weight * (mean count / their count) ** this (0 = all equal)
+    c.sft.validate_every = 200  # greedy val-split accuracy every this many steps; best is kept (0 = off)
     c.sft.validate_tasks = 32  # val-split tasks per validation
+    c.sft.init_from = ""  # run dir whose SFT checkpoint and tokenizer replace this SFT phase ("" = train)
 
     c.rl = ml_collections.ConfigDict()
     c.rl.algorithm = "grpo"  # advantage estimator: grpo | dr_grpo
     c.rl.policy_loss = "ppo_clip"  # registered policy loss
     c.rl.loss_agg = "token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum-norm
-    c.rl.steps = 40  # rollout + update iterations
+    c.rl.steps = 24  # rollout + update iterations
     c.rl.prompts_per_step = 8  # distinct tasks per step
     c.rl.group_size = 8  # samples per task (G)
-    c.rl.learning_rate = 2e-4  # constant learning rate after warmup
+    c.rl.learning_rate = 5e-5  # constant learning rate after warmup
     c.rl.warmup_steps = 5  # linear warmup steps
     c.rl.clip_eps = 0.2  # PPO ratio clip (both sides)
     c.rl.kl_coef = 0.0  # weight of k3 KL to the frozen SFT policy; 0 skips the reference pass

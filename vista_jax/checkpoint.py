@@ -39,3 +39,16 @@ def restore_params(mngr: ocp.CheckpointManager, abstract_params, step: int | Non
         abstract_params)
     out = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
     return out["params"]
+
+
+def find_step(mngr: ocp.CheckpointManager, phase: str) -> int:
+    """The latest step whose saved metadata says `{"phase": phase}` (e.g. "sft")."""
+    for step in sorted(mngr.all_steps(), reverse=True):
+        try:
+            meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        except (KeyError, ValueError, FileNotFoundError):
+            continue
+        if (meta or {}).get("phase") == phase:
+            return step
+    raise FileNotFoundError(f"no {phase!r} checkpoint in {mngr.directory} "
+                            f"(steps {sorted(mngr.all_steps())})")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from typing import Any
 
 import ml_collections
@@ -52,4 +54,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
           "3 axis sizes (data, fsdp, tensor), at most one -1")
     check("rollout.prompt_buckets", lambda v: max(v) <= config.rollout.max_context,
           "buckets cannot exceed rollout.max_context")
+    check("sft.copy_weight", lambda v: v >= 1, "must be ≥ 1 (1 = plain token-mean NLL)")
+    check("sft.init_from", lambda v: not v or os.path.isdir(os.path.join(v, "checkpoints")),
+          "must be empty or a run directory holding checkpoints/")
+    check("sft.copy_balance", lambda v: v >= 0, "must be ≥ 0 (0 = one weight for all copied tokens)")
     check("rollout.temperature", positive, "must be positive (evaluation is greedy anyway)")

@@ -32,6 +32,7 @@ from vista_jax.models import ModelConfig, Qwen25VL, mrope_positions
 from vista_jax.rl import learner
 from vista_jax.rl.train_step import make_logprob_fn, make_optimizer, make_train_step, sft_loss
 from vista_jax.rollout import Sampler, SamplerConfig
+from vista_jax import sft as sft_lib
 from vista_jax.sft import run_sft
 
 log = logging.getLogger("vista_jax")
@@ -70,11 +71,13 @@ def model_config_from(config: ml_collections.ConfigDict, tok: tok_lib.VistaToken
 
 
 def conversation_row(tok: tok_lib.VistaTokenizer, sampler: Sampler, messages) -> dict[str, Any]:
-    """An expert conversation as a training row (tokens, positions, loss mask, patches)."""
+    """An expert conversation as a training row (tokens, positions, loss mask, which tokens
+    are copied from the context (`sft.copied_mask`), patches)."""
     seg = tok.render_conversation(messages)
     grid = (1, sampler.grid // 2, sampler.grid // 2)
     pos, _ = mrope_positions(seg.ids, [grid] * len(seg.images), 0, image_pad_id=tok.image_pad_id)
     return {"tokens": seg.ids, "positions": pos, "loss_mask": seg.loss_mask,
+            "copied": sft_lib.copied_mask(tok, messages, seg.loss_mask, seg.ids),
             "images": [sampler.image_patches(im) for im in seg.images]}
 
 
@@ -91,6 +94,40 @@ def param_table(params) -> str:
         rows.append(f"  {name:<60} {str(tuple(x.shape)):<20} {spec}")
     total = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
     return "\n".join(rows + [f"  total parameters: {total:,}"])
+
+
+def _train_sft(config, tok, sampler, expert, graphdef, rest, params, grid_hw, patch_shape,
+               to_device, eval_env, val_tasks, metrics_log):
+    """The SFT phase: expert conversations -> weighted rows -> `run_sft` with validation.
+    Returns (params, info) with the best validated params."""
+    rows = [conversation_row(tok, sampler, r["messages"]) for r in expert]
+    fit = [r for r in rows if data_lib.fits(r, config.sft.seq_len, config.rollout.max_images)]
+    log.info("SFT rows: %d (%d dropped as longer than sft.seq_len=%d)", len(fit),
+             len(rows) - len(fit), config.sft.seq_len)
+    weights = sft_lib.copy_loss_weights(fit, config.sft.copy_weight, config.sft.copy_balance)
+    fit = [dict(r, loss_mask=w) for r, w in zip(fit, weights)]
+    tx = make_optimizer(config.sft.learning_rate, warmup_steps=config.sft.warmup_steps,
+                        total_steps=config.sft.steps, weight_decay=config.sft.weight_decay)
+    sft_step = make_train_step(graphdef, rest, sft_loss, tx, grid_hw)
+    batches = data_lib.sft_iterator(fit, batch_size=config.sft.batch_size,
+                                    seq_len=config.sft.seq_len,
+                                    max_images=config.rollout.max_images,
+                                    patch_shape=patch_shape, pad_id=tok.pad_id, seed=config.seed)
+
+    def validate(p) -> float:  # greedy accuracy on the val split (disjoint from test)
+        summary, _ = evaluate(sampler, p, lambda n: eval_env("val", n), val_tasks,
+                              batch_size=config.eval.batch_size, seed=config.seed)
+        return summary["accuracy"]
+
+    params, _, info = run_sft(
+        params=params, opt_state=tx.init(params), train_step=sft_step, batches=batches,
+        steps=config.sft.steps, to_device=to_device,
+        log=lambda s, m: metrics_log("sft", s, m, echo=s % (config.log.every * 10) == 0),
+        validate=validate, validate_every=config.sft.validate_every)
+    if "best_step" in info:
+        log.info("SFT: keeping step %d (val accuracy %.3f); curve %s", info["best_step"],
+                 info["best_accuracy"], info["validation_curve"])
+    return params, info
 
 
 def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -140,8 +177,15 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
             tok = tok_lib.VistaTokenizer(AutoTokenizer.from_pretrained(config.tokenizer.path),
                                          tokens_per_image)
         else:
+            # With sft.init_from, the restored policy's tokenizer (never retrained).
+            tok_dir = os.path.join(config.sft.init_from or run_dir, "tokenizer")
+            def texts():
+                if config.sft.init_from:
+                    raise FileNotFoundError(f"config.sft.init_from: no tokenizer in {tok_dir}")
+                return corpus_texts(expert)
+
             tok = tok_lib.load_or_train_tokenizer(
-                os.path.join(run_dir, "tokenizer"), lambda: corpus_texts(expert),
+                tok_dir, texts,
                 config.tokenizer.vocab_size, tokens_per_image)
         timings["tokenizer_s"] = time.perf_counter() - t
 
@@ -193,33 +237,17 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
         # --- SFT ------------------------------------------------------------------------
         t = time.perf_counter()
-        rows = [conversation_row(tok, sampler, r["messages"]) for r in expert]
-        fit = [r for r in rows if data_lib.fits(r, config.sft.seq_len, config.rollout.max_images)]
-        log.info("SFT rows: %d (%d dropped as longer than sft.seq_len=%d)", len(fit),
-                 len(rows) - len(fit), config.sft.seq_len)
-        tx = make_optimizer(config.sft.learning_rate, warmup_steps=config.sft.warmup_steps,
-                            total_steps=config.sft.steps, weight_decay=config.sft.weight_decay)
-        opt_state = tx.init(params)
-        sft_step = make_train_step(graphdef, rest, sft_loss, tx, grid_hw)
-        batches = data_lib.sft_iterator(fit, batch_size=config.sft.batch_size,
-                                        seq_len=config.sft.seq_len,
-                                        max_images=config.rollout.max_images,
-                                        patch_shape=patch_shape, pad_id=tok.pad_id, seed=config.seed)
-
-        def validate(p) -> float:  # greedy accuracy on the val split (disjoint from test)
-            summary, _ = evaluate(sampler, p, lambda n: eval_env("val", n), val_tasks,
-                                  batch_size=config.eval.batch_size, seed=config.seed)
-            return summary["accuracy"]
-
-        params, opt_state, sft_info = run_sft(
-            params=params, opt_state=opt_state, train_step=sft_step, batches=batches,
-            steps=config.sft.steps, to_device=to_device,
-            log=lambda s, m: metrics_log("sft", s, m, echo=s % (config.log.every * 10) == 0),
-            validate=validate, validate_every=config.sft.validate_every)
+        sft_info: dict[str, Any] = {}
+        if config.sft.init_from:
+            # The SFT phase of an earlier run, restored (its tokenizer was loaded above).
+            src = ckpt_lib.manager(os.path.join(config.sft.init_from, "checkpoints"))
+            params = ckpt_lib.restore_params(src, params, ckpt_lib.find_step(src, "sft"))
+            log.info("SFT params restored from %s", config.sft.init_from)
+        else:
+            params, sft_info = _train_sft(config, tok, sampler, expert, graphdef, rest, params,
+                                          grid_hw, patch_shape, to_device, eval_env, val_tasks,
+                                          metrics_log)
         timings["sft_s"] = time.perf_counter() - t
-        if "best_step" in sft_info:
-            log.info("SFT: keeping step %d (val accuracy %.3f); curve %s", sft_info["best_step"],
-                     sft_info["best_accuracy"], sft_info["validation_curve"])
         ckpt_lib.save(ckpt, config.sft.steps, params, extra={"phase": "sft"})
         results["sft"] = run_eval("sft", params)
 
@@ -229,7 +257,8 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
         tx = make_optimizer(rl.learning_rate, warmup_steps=rl.warmup_steps, total_steps=rl.steps,
                             max_grad_norm=rl.max_grad_norm, decay=False)
         opt_state = tx.init(params)
-        rl_step_fn = make_train_step(graphdef, rest, learner.make_rl_loss(rl), tx, grid_hw)
+        rl_loss = learner.make_rl_loss(rl, config.rollout.temperature)
+        rl_step_fn = make_train_step(graphdef, rest, rl_loss, tx, grid_hw)
         ref_fn = ref_params = None
         if rl.kl_coef > 0:
             ref_fn = make_logprob_fn(graphdef, rest, grid_hw)

@@ -118,3 +118,18 @@ def test_splits_are_disjoint():
     assert ids == [f"chart_qa/test/{SPLIT_BASE['test'] + i}" for i in (10, 11, 12)]
     with pytest.raises(KeyError, match="chart_qa"):
         get_family("nope")
+
+
+def test_max_min_thinks_restate_the_questions_superlative_and_order(tasks):
+    seen = collections.Counter()
+    for task in tasks:
+        kind = task.meta["question_type"]
+        if kind not in ("max", "min"):
+            continue
+        step = task.reference_plan[0]
+        word = next(w for w in chart_qa.SUPERLATIVES[kind] if w in task.question)
+        order = "descending" if kind == "max" else "ascending"
+        assert word in step.think and order in step.think, (task.question, step.think)
+        assert step.arguments["order"] == order
+        seen[kind] += 1
+    assert seen["max"] > 10 and seen["min"] > 10

@@ -1,6 +1,7 @@
 """The jitted update: accumulation is exact, SFT loss falls, checkpoints round-trip."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -9,7 +10,9 @@ from flax import nnx
 from vista_jax import checkpoint as ckpt_lib
 from vista_jax.models import ModelConfig, Qwen25VL
 from vista_jax.rl import learner
-from vista_jax.rl.train_step import make_optimizer, make_train_step, sft_loss
+from vista_jax.rl.losses import token_logprobs
+from vista_jax.rl.train_step import (make_logprob_fn, make_optimizer, make_train_step,
+                                     policy_logits, sft_loss)
 
 GRID = (4, 4)
 
@@ -68,18 +71,19 @@ def test_sft_loss_decreases_on_a_fixed_batch():
     assert np.isfinite(losses).all() and losses[-1] < 0.5 * losses[0]
 
 
-def test_rl_loss_on_policy_is_minus_mean_advantage_and_pushes_up_good_rows():
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_rl_loss_on_policy_is_minus_mean_advantage_and_pushes_up_good_rows(temperature):
+    # old log-probs from the tempered policy, as the sampler records them: ratio 1 on policy
     _, (graphdef, params, rest) = tiny_model()
-    from vista_jax.rl.train_step import make_logprob_fn
     b = batch(rl=True)
-    b["old_logprobs"] = np.asarray(make_logprob_fn(graphdef, rest, GRID)(params, b)) * b["loss_mask"]
+    b["old_logprobs"] = np.asarray(make_logprob_fn(graphdef, rest, GRID, temperature)(params, b)) * b["loss_mask"]
     tx = optax.sgd(0.5)
-    step = make_train_step(graphdef, rest, learner.make_rl_loss(RL), tx, GRID)
+    step = make_train_step(graphdef, rest, learner.make_rl_loss(RL, temperature), tx, GRID)
     new, _, m = step(jax.tree.map(lambda x: x.copy(), params), tx.init(params), b)
     # ratio = 1 on policy: loss = -mean over sequences of A
     assert float(m["loss"]) == pytest.approx(-float(np.mean(b["advantages"])), abs=1e-4)
     assert float(m["clip_fraction"]) == 0.0 and float(m["logprob_abs_diff"]) < 1e-4
-    after = np.asarray(make_logprob_fn(graphdef, rest, GRID)(new, b))
+    after = np.asarray(make_logprob_fn(graphdef, rest, GRID, temperature)(new, b))
     gain = ((after - b["old_logprobs"]) * b["loss_mask"]).sum(1) / b["loss_mask"].sum(1)
     best, worst = np.argmax(b["advantages"]), np.argmin(b["advantages"])
     assert gain[best] > 0 > gain[worst]
@@ -93,3 +97,28 @@ def test_checkpoint_round_trip(tmp_path):
     restored = ckpt_lib.restore_params(ckpt_lib.manager(tmp_path / "ckpt"), other)
     for a, c in zip(jax.tree.leaves(params), jax.tree.leaves(restored)):
         np.testing.assert_array_equal(a, c)
+
+
+def test_checkpoint_found_by_phase(tmp_path):
+    _, (_, params, _) = tiny_model(seed=1)
+    mngr = ckpt_lib.manager(tmp_path / "ckpt")
+    ckpt_lib.save(mngr, 7, params, extra={"phase": "sft"})
+    ckpt_lib.save(mngr, 9, params, extra={"phase": "grpo"})
+    assert ckpt_lib.find_step(mngr, "sft") == 7 and ckpt_lib.find_step(mngr, "grpo") == 9
+    with pytest.raises(FileNotFoundError, match="'ppo'"):
+        ckpt_lib.find_step(mngr, "ppo")
+
+
+def test_sft_loss_is_the_weighted_token_mean_and_accuracy_is_unweighted():
+    _, (graphdef, params, rest) = tiny_model()
+    b = batch()
+    weights = b["loss_mask"] * np.where(np.arange(b["tokens"].shape[1]) % 2, 5.0, 1.0)
+    logits = policy_logits(nnx.merge(graphdef, params, rest), jax.tree.map(jnp.asarray, b), GRID)
+    logp = np.asarray(token_logprobs(logits, jnp.asarray(b["tokens"])))
+    hit = np.pad(np.asarray(jnp.argmax(logits[:, :-1], -1)) == b["tokens"][:, 1:], ((0, 0), (1, 0)))
+    tx = optax.sgd(0.0)
+    step = make_train_step(graphdef, rest, sft_loss, tx, GRID)
+    _, _, m = step(params, tx.init(params), dict(b, loss_mask=weights))
+    np.testing.assert_allclose(m["loss"], -(logp * weights).sum() / weights.sum(), rtol=1e-5)
+    trained = b["loss_mask"] > 0
+    np.testing.assert_allclose(m["token_accuracy"], hit[trained].mean(), rtol=1e-5)

@@ -20,13 +20,17 @@ from vista_jax.rl import losses
 from vista_jax.rollout import Episode, Sampler, run_episodes
 
 
-def make_rl_loss(rl_cfg) -> Callable:
-    """The learner's loss on a packed RL batch (see train_step.py for the layout)."""
+def make_rl_loss(rl_cfg, temperature: float = 1.0) -> Callable:
+    """The learner's loss on a packed RL batch (see train_step.py for the layout).
+
+    `temperature` must be the rollout's sampling temperature: the policy being optimised is
+    the tempered one the sampler drew from (whose log-probs are `old_logprobs`), so the
+    importance ratio is 1 on policy at any temperature."""
     policy_loss = losses.get_policy_loss(rl_cfg.policy_loss)
     kl_coef = float(rl_cfg.kl_coef)
 
     def loss(logits, batch):
-        logp = losses.token_logprobs(logits, batch["tokens"])
+        logp = losses.token_logprobs(logits, batch["tokens"], temperature)
         mask = batch["loss_mask"]
         per_tok, clipped = policy_loss(logp, batch["old_logprobs"], batch["advantages"][:, None],
                                        clip_eps_low=rl_cfg.clip_eps, clip_eps_high=rl_cfg.clip_eps)
@@ -41,7 +45,7 @@ def make_rl_loss(rl_cfg) -> Callable:
             clip_fraction=jnp.sum(clipped * mask),
             approx_kl_old=jnp.sum((batch["old_logprobs"] - logp) * mask),
             logprob_abs_diff=jnp.sum(jnp.abs(batch["old_logprobs"] - logp) * mask),
-            entropy=jnp.sum(losses.token_entropy(logits) * mask),
+            entropy=jnp.sum(losses.token_entropy(logits, temperature) * mask),
         )
         return total, denom, metrics
 

@@ -111,11 +111,15 @@ def make_logprob_fn(graphdef: nnx.GraphDef, rest: nnx.State, grid_hw: tuple[int,
 
 
 def sft_loss(logits, batch) -> tuple[Any, Any, dict]:
-    """Token-mean negative log-likelihood on generated (assistant) tokens."""
+    """Weighted token-mean negative log-likelihood on generated (assistant) tokens: the loss
+    mask holds the weights (1, or e.g. `sft.copy_weight` on copied tokens); the reported
+    token accuracy is unweighted."""
     from vista_jax.rl.losses import token_logprobs
 
     logp = token_logprobs(logits, batch["tokens"])
     mask = batch["loss_mask"]
     acc = (jnp.argmax(logits[:, :-1], -1) == batch["tokens"][:, 1:]).astype(jnp.float32)
     acc = jnp.pad(acc, ((0, 0), (1, 0)))
-    return -jnp.sum(logp * mask), jnp.sum(mask), {"token_accuracy": jnp.sum(acc * mask)}
+    trained = (mask > 0).astype(jnp.float32)
+    return -jnp.sum(logp * mask), jnp.sum(mask), {"token_accuracy": jnp.sum(acc * trained),
+                                                  "tokens": jnp.sum(trained)}

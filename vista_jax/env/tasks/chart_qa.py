@@ -52,10 +52,16 @@ QUESTIONS = {
 # Expert think phrasings, one picked per step by the task seed. Short on purpose: a tiny
 # policy's turn budget is a few dozen tokens. `{a}`/`{b}` are filled at generation time,
 # `{{…}}` fields later from the tool results (see `bindings`).
+# For max/min the think restates the question's superlative ({s}) and then the order: the
+# order then follows from a word just written instead of one far back in the question
+# (with a shared "Rank the bars." the tiny policy always chose "descending").
+SUPERLATIVES = {"max": ("highest", "tallest", "largest"), "min": ("lowest", "shortest", "smallest")}
 THINK_READ = {
     "lookup": ("I need the value of {a}.", "Read the {a} bar.", "Look up {a}."),
-    "max": ("Sort the bars, largest first.", "Find the tallest bar.", "Rank the bars."),
-    "min": ("Sort the bars, smallest first.", "Find the shortest bar.", "Rank the bars."),
+    "max": ("The {s} bar: sort descending.", "Find the {s}, sort descending.",
+            "I want the {s}: sort descending."),
+    "min": ("The {s} bar: sort ascending.", "Find the {s}, sort ascending.",
+            "I want the {s}: sort ascending."),
     "difference": ("Read {a} and {b}.", "I need the values of {a} and {b}.", "Look up both bars."),
     "sum": ("Read {a} and {b}.", "I need the values of {a} and {b}.", "Look up both bars."),
 }
@@ -116,14 +122,17 @@ class ChartQA:
             "difference": table[a] - table[b],
             "sum": table[a] + table[b],
         }[qtype]
-        question = rng.choice(QUESTIONS[qtype]).format(a=a, b=b)
+        q = rng.randrange(len(QUESTIONS[qtype]))  # (same draw as rng.choice)
+        question = QUESTIONS[qtype][q].format(a=a, b=b)
+        sup = SUPERLATIVES[qtype][q] if qtype in SUPERLATIVES else ""
 
         read_args: dict[str, Any] = {"image": "img_0"}
         if qtype in ("max", "min"):
             read_args["order"] = "descending" if qtype == "max" else "ascending"
         else:
             read_args["labels"] = [a] if qtype == "lookup" else [a, b]
-        plan = [PlanStep("bar_values", read_args, rng.choice(THINK_READ[qtype]).format(a=a, b=b))]
+        plan = [PlanStep("bar_values", read_args,
+                         rng.choice(THINK_READ[qtype]).format(a=a, b=b, s=sup))]
         if qtype in ("difference", "sum"):
             op = "-" if qtype == "difference" else "+"
             plan.append(PlanStep("calculator", {"expression": f"{{v[{a}]}} {op} {{v[{b}]}}"},
