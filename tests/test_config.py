@@ -46,6 +46,7 @@ def test_bad_override_names_the_key(flag, needle):
 @pytest.mark.parametrize("key,value", [
     ("rl.group_size", 1), ("model.image_size", 50), ("model.mrope_section", (4, 4, 4)),
     ("rl.algorithm", "reinforce"), ("sft.batch_size", 0), ("mesh.shape", (-1, -1, 1)),
+    ("sft.copy_weight", 0.5), ("sft.copy_balance", -1.0), ("sft.init_from", "/no/such/run"),
 ])
 def test_validation_names_the_bad_key(key, value):
     cfg = tiny()

@@ -78,3 +78,17 @@ def test_main_job_writes_every_artifact(tmp_path):
     assert steps == [4, 6]  # after SFT, after GRPO
     assert (run / "tokenizer").is_dir() and any((run / "tokenizer").iterdir())
     assert json.loads((run / "config.json").read_text())["rl"]["group_size"] == 4
+
+    # Restart from this run's SFT phase: same tokenizer, same SFT policy (identical greedy
+    # evaluation), no SFT steps logged, no tokenizer trained in the new run.
+    cmd2 = [c for c in cmd if not c.startswith(("--config.name=", "--config.rl.steps="))]
+    cmd2 += ["--config.name=e2e_rl", f"--config.sft.init_from={run}", "--config.rl.steps=1"]
+    proc = subprocess.run(cmd2, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    again = json.loads((tmp_path / "e2e_rl" / "summary.json").read_text())
+    assert again["results"]["sft"] == summary["results"]["sft"]
+    assert again["sft_best_step"] is None
+    assert not (tmp_path / "e2e_rl" / "tokenizer").exists()
+    phases = {json.loads(line)["phase"] for line in
+              (tmp_path / "e2e_rl" / "metrics.jsonl").read_text().splitlines()}
+    assert phases == {"rl", "eval"}
