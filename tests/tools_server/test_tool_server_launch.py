@@ -46,7 +46,7 @@ def test_start_failure_reports_the_server_output():
 def test_cli_list_prints_the_tool_schemas(capsys):
     assert cli_main(["list", "--family", "math"]) == 0
     body = json.loads(capsys.readouterr().out)
-    assert [t["function"]["name"] for t in body["tools"]] == ["calculator"]
+    assert [t["function"]["name"] for t in body["tools"]] == ["calculator", "statistics"]
     out = subprocess.run([sys.executable, "-m", "tools_server.cli", "list"], capture_output=True, text=True,
                          check=True).stdout
     assert len(json.loads(out)["tools"]) >= 5

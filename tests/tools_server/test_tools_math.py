@@ -43,3 +43,39 @@ def test_values_beyond_float_range_keep_their_text():
     text, value, exact = evaluate_expression("exp(6900)")
     assert text == "4.28475e2996" and value is None and exact == "exp(6900)"
     assert evaluate_expression("1e-400")[:2] == ("1e-400", None)
+
+
+@pytest.mark.parametrize("values", [
+    [2, 4, 4, 4, 5, 5, 7, 9], [0.1, 0.2, 0.3], [3], [-1.5, 2, 2, 8, 8, 11], list(range(1, 101)),
+])
+def test_statistics_match_pythons_statistics_module(values):
+    import statistics as st
+
+    from tools_server.tools import default_registry
+    tool, args = default_registry().validate("statistics", {"values": values})
+    out = tool.run(args, None)
+    d = out.data
+    assert d["count"] == len(values) and d["sum"] == pytest.approx(sum(values))
+    assert d["mean"] == pytest.approx(st.mean(values)) and d["median"] == pytest.approx(st.median(values))
+    assert d["min"] == min(values) and d["max"] == max(values)
+    assert d["variance"] == pytest.approx(st.pvariance(values))
+    assert d["std"] == pytest.approx(st.pstdev(values))
+    if len(values) > 1:
+        assert d["sample_std"] == pytest.approx(st.stdev(values))
+    modes = st.multimode(values) if len(set(values)) < len(values) else []
+    assert d["modes"] == sorted(modes)
+    assert "mean: " in out.text and out.text.count("\n") == len(d) - 1  # one line per figure
+
+
+def test_statistics_exact_decimals_and_refusals():
+    from tools_server.tools import default_registry
+    reg = default_registry()
+    tool, args = reg.validate("statistics", {"values": [0.1, 0.2]})
+    assert "sum: 0.3\n" in tool.run(args, None).text  # not 0.30000000000000004
+    for bad in ({"values": []}, {"values": ["1"]}, {"values": [1] * 1001}, {"values": 3}):
+        with pytest.raises(ToolError) as e:
+            reg.validate("statistics", bad)
+        assert e.value.code == INVALID_ARGUMENT
+    tool, args = reg.validate("statistics", {"values": [1e308, 1e308, -1e308]})
+    out = tool.run(args, None)  # huge spreads are shown, and not representable floats are None
+    assert out.data["variance"] is None and "variance: " in out.text

@@ -5,10 +5,11 @@ from __future__ import annotations
 from tools_server.registry import ToolRegistry
 from tools_server.tools.chart import BarValues, ChartToTable
 from tools_server.tools.diagram import DetectPoints, MeasureLength
-from tools_server.tools.math_tools import Calculator
-from tools_server.tools.perception import Crop, Zoom
+from tools_server.tools.math_tools import Calculator, Statistics
+from tools_server.tools.perception import Crop, Enhance, Rotate, Zoom
 
-ALL_TOOLS = (Crop, Zoom, ChartToTable, BarValues, DetectPoints, MeasureLength, Calculator)
+ALL_TOOLS = (Crop, Zoom, Rotate, Enhance, ChartToTable, BarValues, DetectPoints, MeasureLength,
+             Calculator, Statistics)
 
 
 def default_registry() -> ToolRegistry:

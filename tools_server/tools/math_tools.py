@@ -1,4 +1,4 @@
-"""Math tools: exact arithmetic with sympy.
+"""Math tools: exact arithmetic with sympy; descriptive statistics in rational arithmetic.
 
 The calculator never hands the expression to Python's `eval` (nor to sympy's `parse_expr`,
 which `eval`s generated code): it parses it with `ast`, accepts only numbers, + - * / % // **
@@ -11,8 +11,10 @@ server's per-call deadline remains the last line of defence.
 from __future__ import annotations
 
 import ast
+import collections
 import math
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
+from fractions import Fraction
 from typing import Annotated, Any, Callable
 
 import sympy
@@ -243,3 +245,73 @@ class Calculator(Tool):
     def run(self, args: Arguments, ctx: ToolContext) -> ToolOutput:
         text, value, exact = evaluate_expression(args.expression)
         return ToolOutput(text, [], {"value": value, "exact": exact})
+
+
+MAX_STATISTICS_VALUES = 1000
+
+
+def _decimal(x: Fraction) -> Decimal:
+    with localcontext() as ctx:
+        ctx.prec = 30
+        return Decimal(x.numerator) / Decimal(x.denominator)
+
+
+def _show(x: Decimal | Fraction) -> str:
+    """A number as the calculator shows it: integers exactly (up to MAX_INT_DIGITS digits),
+    else 6 significant digits."""
+    if isinstance(x, Fraction) and x.denominator == 1 and len(str(abs(x.numerator))) <= MAX_INT_DIGITS:
+        return str(x.numerator)
+    return _format_significant(_decimal(x) if isinstance(x, Fraction) else x)
+
+
+def _float(x: Decimal | Fraction) -> float | None:
+    try:
+        value = float(x)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+class Statistics(Tool):
+    """Descriptive statistics of a list of numbers, computed exactly (rational arithmetic).
+
+    Returns count, sum, mean, median, mode(s), min, max, range, and the population and
+    sample variance and standard deviation (sample ones need at least 2 values). Use it
+    for averages, totals and spreads of values read off a chart or table. Integers are
+    printed exactly; other values rounded to 6 significant digits.
+    """
+
+    name = "statistics"
+    family = "math"
+
+    class Arguments(ToolArguments):
+        values: Annotated[list[float], Field(
+            min_length=1, max_length=MAX_STATISTICS_VALUES,
+            description="the numbers, e.g. [12, 7.5, 30]")]
+
+    def run(self, args: Arguments, ctx: ToolContext) -> ToolOutput:
+        if not all(math.isfinite(v) for v in args.values):
+            raise ToolError(INVALID_ARGUMENT, "argument 'values': every value must be finite")
+        # repr(0.1) == "0.1": each value is read as written, not as its binary approximation.
+        xs = sorted(Fraction(Decimal(repr(v))) for v in args.values)
+        n = len(xs)
+        total = sum(xs, Fraction(0))
+        mean = total / n
+        counts = collections.Counter(xs)
+        top = max(counts.values())
+        ss = sum(((x - mean) ** 2 for x in xs), Fraction(0))
+        stats: dict[str, Decimal | Fraction] = {
+            "count": Fraction(n), "sum": total, "mean": mean,
+            "median": xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2,
+            "min": xs[0], "max": xs[-1], "range": xs[-1] - xs[0],
+            "variance": ss / n, "std": _decimal(ss / n).sqrt()}
+        if n > 1:
+            stats["sample_variance"] = ss / (n - 1)
+            stats["sample_std"] = _decimal(ss / (n - 1)).sqrt()
+        modes = sorted(x for x, c in counts.items() if c == top) if top > 1 else []
+        lines = [f"{k}: {_show(v)}" for k, v in stats.items()]
+        lines.insert(4, "modes: " + ("[" + ", ".join(map(_show, modes)) + "]" if modes else "none"))
+        data: dict = {k: _float(v) for k, v in stats.items()}
+        data["count"] = n
+        data["modes"] = [_float(m) for m in modes]
+        return ToolOutput("\n".join(lines), [], data)

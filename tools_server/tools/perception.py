@@ -1,10 +1,10 @@
-"""Perception tools: look closer at part of an image."""
+"""Perception tools: look closer at part of an image, turn it, make faint detail visible."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from PIL import Image
+from PIL import Image, ImageEnhance, ImageOps
 from pydantic import Field
 
 from tools_server.registry import (INVALID_ARGUMENT, Tool, ToolArguments, ToolContext, ToolError,
@@ -84,3 +84,75 @@ class Zoom(Tool):
         return ToolOutput(f"zoomed image {image_id[:8]} ({w} x {h})", [image_id],
                           {"image_id": image_id, "width": w, "height": h, "box": [x0, y0, x1, y1],
                            "factor": args.factor})
+
+
+class Rotate(Tool):
+    """Rotates an image counter-clockwise by `degrees` and returns it as a new image.
+
+    Multiples of 90 are exact pixel transposes; other angles resample bicubically and expand
+    the canvas (white fill) so that nothing is cut off. Use it to read rotated text or
+    labels, e.g. a vertical axis title (rotate by -90).
+    """
+
+    name = "rotate"
+    family = "perception"
+
+    class Arguments(ToolArguments):
+        image: ImageId
+        degrees: Annotated[float, Field(ge=-360, le=360,
+                                        description="counter-clockwise angle in degrees, -360..360")]
+
+    max_output_pixels = 4_000_000
+
+    def run(self, args: Arguments, ctx: ToolContext) -> ToolOutput:
+        image = ctx.image(args.image)
+        angle = args.degrees % 360
+        transposes = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180,
+                      270: Image.Transpose.ROTATE_270}
+        if angle == 0:
+            out = image.copy()
+        elif angle in transposes:
+            out = image.transpose(transposes[int(angle)])
+        else:
+            rgb = image.convert("RGB")
+            out = rgb.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True,
+                             fillcolor=(255, 255, 255))
+        if out.width * out.height > self.max_output_pixels:
+            raise ToolError(INVALID_ARGUMENT, f"the rotated image would be {out.width}x{out.height} "
+                            f"pixels (limit {self.max_output_pixels})")
+        image_id = ctx.add_image(out)
+        return ToolOutput(f"rotated image {image_id[:8]} ({out.width} x {out.height})", [image_id],
+                          {"image_id": image_id, "width": out.width, "height": out.height,
+                           "degrees": args.degrees})
+
+
+class Enhance(Tool):
+    """Makes faint detail easier to see and returns the result as a new image.
+
+    `contrast` and `sharpness` are factors (1 = unchanged, 2 = twice as strong, 0.5 = half);
+    `autocontrast` first stretches the intensities to the full range (ignoring the darkest
+    and brightest 1%); `grayscale` drops colour. Applied in that order: grayscale,
+    autocontrast, contrast, sharpness.
+    """
+
+    name = "enhance"
+    family = "perception"
+
+    class Arguments(ToolArguments):
+        image: ImageId
+        contrast: Annotated[float, Field(ge=0.0, le=5.0, description="contrast factor, 0..5 (1 = unchanged)")] = 1.0
+        sharpness: Annotated[float, Field(ge=0.0, le=5.0, description="sharpness factor, 0..5 (1 = unchanged)")] = 1.0
+        autocontrast: Annotated[bool, Field(description="stretch intensities to the full range first")] = False
+        grayscale: Annotated[bool, Field(description="convert to grayscale first")] = False
+
+    def run(self, args: Arguments, ctx: ToolContext) -> ToolOutput:
+        out = ctx.image(args.image).convert("L" if args.grayscale else "RGB")
+        if args.autocontrast:
+            out = ImageOps.autocontrast(out, cutoff=1)
+        if args.contrast != 1.0:
+            out = ImageEnhance.Contrast(out).enhance(args.contrast)
+        if args.sharpness != 1.0:
+            out = ImageEnhance.Sharpness(out).enhance(args.sharpness)
+        image_id = ctx.add_image(out)
+        return ToolOutput(f"enhanced image {image_id[:8]} ({out.width} x {out.height})", [image_id],
+                          {"image_id": image_id, "width": out.width, "height": out.height})
