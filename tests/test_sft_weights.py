@@ -5,18 +5,6 @@ import pytest
 
 from vista_jax import protocol
 from vista_jax import sft
-from vista_jax import tokenizer as T
-
-TEXTS = [
-    "What is the value of Beta?", "Beta | 41\nAlpha | 23", "Read the Beta bar.",
-    '<think>Read Beta.</think><tool_call>{"name": "bar_values", "arguments": '
-    '{"image": "img_0", "labels": ["Beta"]}}</tool_call>', "<answer>41</answer>",
-] * 20
-
-
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory):
-    return T.load_or_train_tokenizer(tmp_path_factory.mktemp("tok"), lambda: TEXTS, 400, 4)
 
 
 def conversation():
@@ -32,10 +20,11 @@ def conversation():
 
 def copied_texts(tok, messages):
     seg = tok.render_conversation(messages)
-    mask = sft.copied_mask(tok, messages, seg.loss_mask, seg.ids)
+    mask = sft.copied_mask(tok, messages, seg)
     assert not mask[seg.loss_mask == 0].any(), "only assistant tokens can be copied"
-    trained = [tok.decode([int(i)]).strip() for i in seg.ids[seg.loss_mask > 0]]
-    return [tok.decode([int(i)]).strip() for i in seg.ids[mask]], trained
+    text = [tok.token_texts[i].strip() for i in seg.ids]
+    trained = [t for t, on in zip(text, seg.loss_mask) if on]
+    return [t for t, on in zip(text, mask) if on], trained
 
 
 def test_copied_tokens_come_from_earlier_user_and_tool_messages(tok):
@@ -55,7 +44,7 @@ def test_a_value_seen_only_later_is_not_a_copy(tok):
     messages[2] = {"role": "assistant", "content": protocol.render_assistant_turn(
         "Guess 41.", tool_call=protocol.ToolCall("bar_values", {"image": "img_0"}))}
     seg = tok.render_conversation(messages)
-    mask = sft.copied_mask(tok, messages, seg.loss_mask, seg.ids)
+    mask = sft.copied_mask(tok, messages, seg)
     first_turn = np.flatnonzero(seg.loss_mask)[: len(tok.encode(messages[2]["content"]))]
     assert not any(tok.decode([int(seg.ids[k])]).isdigit() and mask[k] for k in first_turn)
 
@@ -64,7 +53,7 @@ def test_mismatched_turns_are_an_error(tok):
     messages = conversation()
     seg = tok.render_conversation(messages)
     with pytest.raises(ValueError, match="assistant messages"):
-        sft.copied_mask(tok, messages[:3], seg.loss_mask, seg.ids)
+        sft.copied_mask(tok, messages[:3], seg)
 
 
 def test_copy_weights_balance_by_how_often_each_id_is_copied():

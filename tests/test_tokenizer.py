@@ -4,26 +4,15 @@ import pytest
 from vista_jax import protocol
 from vista_jax import tokenizer as T
 
-TEXTS = [
-    "What is the value of Beta?", "Alpha | 23\nBeta | 41", "How much greater is Beta than Alpha?",
-    '<think>I need the table.</think><tool_call>{"name": "chart_to_table", "arguments": '
-    '{"image": "img_0"}}</tool_call>', "<answer>18</answer>",
-] * 20
 
-
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory):
-    return T.load_or_train_tokenizer(tmp_path_factory.mktemp("tok"), lambda: TEXTS, 400, 4)
-
-
-def test_round_trip_and_cache(tok, tmp_path):
-    for s in TEXTS[:5] + ["unseen wörds 12345 ✓"]:
+def test_round_trip_and_cache(tok, chart_texts, tmp_path):
+    for s in chart_texts[:7] + ["unseen wörds 12345 ✓"]:
         assert tok.decode(tok.encode(s)) == s
     # a second load reads the cache instead of training (texts_fn must not be called)
     d = tmp_path / "t"
-    T.load_or_train_tokenizer(d, lambda: TEXTS, 400, 4)
+    T.load_or_train_tokenizer(d, lambda: chart_texts, 400, 4)
     again = T.load_or_train_tokenizer(d, lambda: pytest.fail("retrained"), 400, 4)
-    assert again.encode(TEXTS[3]) == tok.encode(TEXTS[3])
+    assert again.encode(chart_texts[3]) == tok.encode(chart_texts[3])
 
 
 def test_special_tokens_are_atomic_and_digits_single(tok):
@@ -87,3 +76,9 @@ def test_split_pattern_isolates_its_matches_before_bpe():
     split = T.train_bpe(texts, 300, split_pattern=" (?=[A-Z])").encode('Look up Plum. ["Plum"]').tokens
     assert "ĠPlum" in plain
     assert split.count("Plum") == 2 and "ĠPlum" not in split  # one id in prose and JSON
+
+
+def test_token_texts_are_each_ids_decoding(tok):
+    assert len(tok.token_texts) == tok.vocab_size
+    for i in (0, 5, tok.image_pad_id, tok.vocab_size - 1):
+        assert tok.token_texts[i] == tok.decode([i])

@@ -77,7 +77,7 @@ def conversation_row(tok: tok_lib.VistaTokenizer, sampler: Sampler, messages) ->
     grid = (1, sampler.grid // 2, sampler.grid // 2)
     pos, _ = mrope_positions(seg.ids, [grid] * len(seg.images), 0, image_pad_id=tok.image_pad_id)
     return {"tokens": seg.ids, "positions": pos, "loss_mask": seg.loss_mask,
-            "copied": sft_lib.copied_mask(tok, messages, seg.loss_mask, seg.ids),
+            "copied": sft_lib.copied_mask(tok, messages, seg),
             "images": [sampler.image_patches(im) for im in seg.images]}
 
 

@@ -8,13 +8,12 @@ returns the params that scored best (ties go to the later step).
 Copying is also what a tiny policy learns last, and under a plain token-mean loss it may
 not learn it at all: the copied tokens (a label out of the question, a value out of a tool
 response) are a few percent of the assistant tokens and their loss is swamped by the
-templated rest. `copy_loss_weights` up-weights them (`sft.copy_weight`, `sft.copy_balance`); docs/design.md has
-the measured curves.
+templated rest. `copy_loss_weights` up-weights them (`sft.copy_weight`,
+`sft.copy_balance`); docs/design.md has the measured curves.
 """
 
 from __future__ import annotations
 
-import collections
 import time
 from collections.abc import Callable, Iterator
 
@@ -26,13 +25,9 @@ from tqdm.auto import tqdm
 CONTEXT_ROLES = ("user", "tool")  # where copied content comes from (not the system prompt)
 
 
-def _is_content(text: str) -> bool:
-    return any(ch.isalnum() for ch in text)
-
-
-def copied_mask(tok, messages, loss_mask: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Which tokens of a conversation rendered by `tok.render_conversation` are assistant
-    tokens that copy content from the conversation so far (bool [T]).
+def copied_mask(tok, messages, seg) -> np.ndarray:
+    """Which tokens of `seg = tok.render_conversation(messages)` are assistant tokens that
+    copy content from the conversation so far (bool [T]).
 
     A token counts as copied when its text, stripped of whitespace, holds a letter or digit
     and equals the stripped text of some token of an earlier user or tool message (the
@@ -42,9 +37,10 @@ def copied_mask(tok, messages, loss_mask: np.ndarray, ids: np.ndarray) -> np.nda
     heuristic, not a span alignment: a common word that also occurs in the question ("the")
     counts too; `copy_loss_weights`' balancing gives such frequent tokens little extra weight.
     """
-    copied = np.zeros(len(ids), bool)
+    texts = [t.strip() for t in tok.token_texts]
+    copied = np.zeros(len(seg.ids), bool)
     # Assistant turns are the maximal runs of loss_mask > 0, in message order.
-    on = np.concatenate([[0], (np.asarray(loss_mask) > 0).astype(np.int8), [0]])
+    on = np.concatenate([[0], (np.asarray(seg.loss_mask) > 0).astype(np.int8), [0]])
     starts, ends = np.flatnonzero(np.diff(on) == 1), np.flatnonzero(np.diff(on) == -1)
     turns = [m for m in messages if m["role"] == "assistant"]
     if len(turns) != len(starts):
@@ -53,12 +49,11 @@ def copied_mask(tok, messages, loss_mask: np.ndarray, ids: np.ndarray) -> np.nda
     runs = iter(zip(starts, ends))
     for m in messages:
         if m["role"] in CONTEXT_ROLES:
-            context.update(t for t in (tok.decode([i]).strip() for i in tok.encode(m["content"]))
-                           if _is_content(t))
+            context.update(t for t in (texts[i] for i in tok.encode(m["content"]))
+                           if any(ch.isalnum() for ch in t))
         elif m["role"] == "assistant":
             start, end = next(runs)
-            for k in range(start, end):
-                copied[k] = tok.decode([int(ids[k])]).strip() in context
+            copied[start:end] = [texts[i] in context for i in seg.ids[start:end]]
     return copied
 
 
@@ -73,15 +68,16 @@ def copy_loss_weights(rows: list[dict], copy_weight: float, balance: float = 0.0
     each and each of 36 labels ~200 times, and at one shared weight the digits are learnt
     while the labels are not (docs/design.md).
     """
-    counts: dict[int, int] = collections.Counter()
-    for r in rows:
-        counts.update(np.asarray(r["tokens"])[np.asarray(r["copied"], bool)].tolist())
-    mean = np.mean(list(counts.values())) if counts else 1.0
+    copied_ids = [np.asarray(r["tokens"])[np.asarray(r["copied"], bool)] for r in rows]
+    counts = np.bincount(np.concatenate(copied_ids + [np.zeros(0, np.int64)]).astype(np.int64))
+    seen = counts > 0
+    table = np.ones(len(counts), np.float32)  # weight of a copied id
+    table[seen] = np.maximum(1.0, copy_weight * (counts[seen].mean() / counts[seen]) ** balance)
     out = []
     for r in rows:
         w = (np.asarray(r["loss_mask"]) > 0).astype(np.float32)
-        for k in np.flatnonzero(np.asarray(r["copied"], bool) & (w > 0)):
-            w[k] = max(1.0, copy_weight * (mean / counts[int(r["tokens"][k])]) ** balance)
+        hit = np.asarray(r["copied"], bool) & (w > 0)
+        w[hit] = table[np.asarray(r["tokens"])[hit]]
         out.append(w)
     return out
 

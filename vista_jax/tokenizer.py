@@ -22,6 +22,7 @@ responses) is an observation, never trained on.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -84,6 +85,12 @@ class VistaTokenizer:
     @property
     def vocab_size(self) -> int:
         return len(self.hf)
+
+    @functools.cached_property
+    def token_texts(self) -> tuple[str, ...]:
+        """Each id's text on its own (`decode([i])`), computed once: for per-token analyses
+        such as which assistant tokens copy context (`sft.copied_mask`)."""
+        return tuple(self.hf.decode([i]) for i in range(self.vocab_size))
 
     def encode(self, text: str) -> list[int]:
         return self.hf.encode(text, add_special_tokens=False)

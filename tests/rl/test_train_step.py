@@ -107,6 +107,10 @@ def test_checkpoint_found_by_phase(tmp_path):
     assert ckpt_lib.find_step(mngr, "sft") == 7 and ckpt_lib.find_step(mngr, "grpo") == 9
     with pytest.raises(FileNotFoundError, match="'ppo'"):
         ckpt_lib.find_step(mngr, "ppo")
+    ckpt_lib.save(mngr, 11, params)  # no metadata (and step 7 rotates out: max_to_keep=2)
+    assert ckpt_lib.find_step(mngr, "grpo") == 9
+    with pytest.raises(FileNotFoundError, match="'sft'"):
+        ckpt_lib.find_step(mngr, "sft")
 
 
 def test_sft_loss_is_the_weighted_token_mean_and_accuracy_is_unweighted():

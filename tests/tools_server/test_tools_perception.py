@@ -76,3 +76,16 @@ def test_enhance_autocontrast_stretches_a_faint_image_and_identity_changes_nothi
     assert stretched.mode == "L" and px.min() <= 5 and px.max() >= 250
     _, contrasty = run("enhance", im, contrast=3.0)
     assert np.ptp(np.asarray(contrasty)) > 2 * np.ptp(faint)
+
+
+def test_rotate_refuses_an_output_over_the_pixel_limit_before_making_it():
+    from tools_server.tools.perception import Rotate
+    im = Image.new("RGB", (2000, 1800))  # 3.6 M pixels fit; turned 45 degrees ~7.2 M do not
+    ctx = Context(im)
+    tool, args = default_registry().validate("rotate", {"image": "x", "degrees": 45})
+    assert 2000 * 1800 <= Rotate.max_output_pixels
+    with pytest.raises(ToolError) as e:
+        tool.run(args, ctx)
+    assert e.value.code == INVALID_ARGUMENT and not ctx.added
+    tool, args = default_registry().validate("rotate", {"image": "x", "degrees": 90})
+    assert tool.run(args, ctx).data["width"] == 1800

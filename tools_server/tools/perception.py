@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 from PIL import Image, ImageEnhance, ImageOps
@@ -107,6 +108,13 @@ class Rotate(Tool):
     def run(self, args: Arguments, ctx: ToolContext) -> ToolOutput:
         image = ctx.image(args.image)
         angle = args.degrees % 360
+        # the expanded canvas (PIL rounds each side up), checked before any pixel is made
+        rad = math.radians(angle)
+        c, s = abs(math.cos(rad)), abs(math.sin(rad))
+        w, h = image.width * c + image.height * s, image.width * s + image.height * c
+        if math.ceil(w) * math.ceil(h) > self.max_output_pixels:
+            raise ToolError(INVALID_ARGUMENT, f"the rotated image would be about {w:.0f}x{h:.0f} "
+                            f"pixels (limit {self.max_output_pixels})")
         transposes = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180,
                       270: Image.Transpose.ROTATE_270}
         if angle == 0:
@@ -114,12 +122,8 @@ class Rotate(Tool):
         elif angle in transposes:
             out = image.transpose(transposes[int(angle)])
         else:
-            rgb = image.convert("RGB")
-            out = rgb.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True,
-                             fillcolor=(255, 255, 255))
-        if out.width * out.height > self.max_output_pixels:
-            raise ToolError(INVALID_ARGUMENT, f"the rotated image would be {out.width}x{out.height} "
-                            f"pixels (limit {self.max_output_pixels})")
+            out = image.convert("RGB").rotate(angle, resample=Image.Resampling.BICUBIC,
+                                              expand=True, fillcolor=(255, 255, 255))
         image_id = ctx.add_image(out)
         return ToolOutput(f"rotated image {image_id[:8]} ({out.width} x {out.height})", [image_id],
                           {"image_id": image_id, "width": out.width, "height": out.height,

@@ -52,9 +52,10 @@ QUESTIONS = {
 # Expert think phrasings, one picked per step by the task seed. Short on purpose: a tiny
 # policy's turn budget is a few dozen tokens. `{a}`/`{b}` are filled at generation time,
 # `{{…}}` fields later from the tool results (see `bindings`).
-# For max/min the think restates the question's superlative ({s}) and then the order: the
-# order then follows from a word just written instead of one far back in the question
-# (with a shared "Rank the bars." the tiny policy always chose "descending").
+# For max/min the think restates the question's superlative ({s}: the word of SUPERLATIVES
+# found in the question) and then the order, so the order follows from a word just written
+# instead of one far back in the question (with a shared "Rank the bars." the tiny policy
+# always chose "descending").
 SUPERLATIVES = {"max": ("highest", "tallest", "largest"), "min": ("lowest", "shortest", "smallest")}
 THINK_READ = {
     "lookup": ("I need the value of {a}.", "Read the {a} bar.", "Look up {a}."),
@@ -122,9 +123,8 @@ class ChartQA:
             "difference": table[a] - table[b],
             "sum": table[a] + table[b],
         }[qtype]
-        q = rng.randrange(len(QUESTIONS[qtype]))  # (same draw as rng.choice)
-        question = QUESTIONS[qtype][q].format(a=a, b=b)
-        sup = SUPERLATIVES[qtype][q] if qtype in SUPERLATIVES else ""
+        question = rng.choice(QUESTIONS[qtype]).format(a=a, b=b)
+        sup = next((w for w in SUPERLATIVES.get(qtype, ()) if w in question), "")
 
         read_args: dict[str, Any] = {"image": "img_0"}
         if qtype in ("max", "min"):
