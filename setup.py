@@ -20,16 +20,25 @@ INSTALL_REQUIRES = [
     "pillow>=11",
     "numpy>=1.26",
     "tqdm>=4.66",
+    "prometheus-client>=0.21",
+    # Tool backends, all offline: OpenCV for diagram/chart/scene image processing, and
+    # rapidocr, whose wheel bundles the PP-OCR detection/recognition models (ONNX).
+    "opencv-python-headless>=4.10",
+    "rapidocr>=3.4",
+    "onnxruntime>=1.20",
 ]
 
 EXTRAS = {
     "test": [
         "pytest>=8",
         "pytest-timeout>=2.3",
+        "hypothesis>=6.100",
         # CPU build only: `torch==2.13.0` resolves to the local CPU wheel on our machines,
         # while a bare `torch` pulls a multi-GB CUDA build. Used only by the parity tests.
         "torch==2.13.0",
     ],
+    # Multi-host worker pool: Ray actors behind the same pool interface (tools_server.pool).
+    "ray": ["ray>=2.40"],
 }
 
 setup(

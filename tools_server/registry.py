@@ -85,9 +85,19 @@ class ToolArguments(pydantic.BaseModel):
 
 
 class Tool:
+    """A tool. Subclasses set `name`, `family`, the docstring and `Arguments`, and `run`.
+
+    Model-backed tools set `model_backed = True`: when the server has a worker pool they run
+    there (tools_server.pool), several calls at a time through `run_batch`, which such a
+    tool overrides to do one batched forward pass. Tools with several backends take them as
+    keyword options of `__init__` (e.g. `backend="hf", model_path=...`); `options` maps a
+    tool name to those keywords in `tools_server.tools.default_registry`.
+    """
+
     name: ClassVar[str]
     family: ClassVar[str]
     Arguments: ClassVar[type[ToolArguments]]
+    model_backed: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -114,6 +124,21 @@ class Tool:
 
     def run(self, args: ToolArguments, ctx: ToolContext) -> ToolOutput:  # runs in a worker thread
         raise NotImplementedError
+
+    def run_batch(self, calls: list[tuple[ToolArguments, ToolContext]]
+                  ) -> list[ToolOutput | ToolError]:
+        """Runs several calls; one result (or ToolError) per call, in order.
+
+        The default runs them one by one. A model-backed tool overrides it to share one
+        forward pass; it must still isolate failures (one bad image fails its own call only).
+        """
+        results: list[ToolOutput | ToolError] = []
+        for args, ctx in calls:
+            try:
+                results.append(self.run(args, ctx))
+            except ToolError as exc:
+                results.append(exc)
+        return results
 
 
 def _strip_titles(schema: Any) -> Any:
