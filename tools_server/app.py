@@ -9,6 +9,10 @@ Routes:
     GET  /v1/images/{image_id}                 -> PNG bytes
     GET  /metrics                              -> Prometheus text format
 
+With `auth_token` set, every route but /healthz needs `Authorization: Bearer <token>` (401
+otherwise). On SIGTERM the CLI drains: /healthz answers 503 "draining", new calls get 503 +
+Retry-After (an `overloaded` result), admitted calls finish, then the port closes.
+
 A bad tool call is a result (`ok: false` with a stable code), never an HTTP error; HTTP
 errors are for requests that are not tool calls at all (400 malformed_request, 413
 payload_too_large, 404 not_found) and for load (429 overloaded). Every HTTP error body is
@@ -25,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import hmac
 import json
 import logging
 import os
@@ -53,7 +58,11 @@ class ServerConfig:
     max_pending: int = 256  # calls admitted at once (running + queued); more are `overloaded`
     call_timeout_s: float = 10.0  # per-call deadline, queueing included
     max_batch: int = 1024  # calls in one /v1/batch request
-    retry_after_s: int = 1  # Retry-After sent with 429
+    retry_after_s: int = 1  # Retry-After sent with 429/503
+    # Bearer token every route but /healthz requires (None: no auth, loopback use). The CLI
+    # refuses to bind a non-loopback address without one unless told otherwise.
+    auth_token: str | None = None
+    drain_timeout_s: float = 30.0  # on SIGTERM: longest wait for admitted calls to finish
 
 
 class _Context:
@@ -124,6 +133,7 @@ class ToolService:
                                 max_pixels=config.max_image_pixels)
         self.pool = concurrent.futures.ThreadPoolExecutor(config.workers, thread_name_prefix="tool")
         self.pending = 0
+        self.draining = False  # set on SIGTERM: new calls are refused with 503, admitted ones finish
         self.metrics = _Metrics(self)
         self._context = _Context(self.store)
 
@@ -148,6 +158,11 @@ class ToolService:
             tool, args = self.tools.validate(name, arguments)
         except ToolError as exc:
             result = exc.result()
+            self.metrics.observe(label, result, time.perf_counter() - start)
+            return result
+        if self.draining:
+            result = error_result(reg.OVERLOADED, "the tool server is shutting down (draining); "
+                                  "retry on another server")
             self.metrics.observe(label, result, time.perf_counter() - start)
             return result
         if self.pending >= self.config.max_pending:
@@ -184,6 +199,15 @@ class ToolService:
     async def put_image_bytes(self, data: bytes):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.pool, self.store.put_bytes, data)
+
+    async def drain(self, timeout_s: float | None = None) -> bool:
+        """Stops admitting calls and waits for admitted ones; False if some outlived the wait."""
+        self.draining = True
+        deadline = time.monotonic() + (self.config.drain_timeout_s if timeout_s is None
+                                       else timeout_s)
+        while self.pending > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return self.pending == 0
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -224,6 +248,25 @@ async def _json_errors(request: web.Request, handler):
         return _error(500, "internal_error", "internal server error")
 
 
+_PUBLIC_PATHS = frozenset({"/healthz"})  # load balancers probe without credentials
+
+
+@web.middleware
+async def _bearer_auth(request: web.Request, handler):
+    token = request.app[SERVICE].config.auth_token
+    if token is None or request.path in _PUBLIC_PATHS:
+        return await handler(request)
+    given = request.headers.get("Authorization", "")
+    scheme, _, value = given.partition(" ")
+    # Constant-time comparison: response timing must not reveal a prefix of the token.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(),
+                                                             token.encode()):
+        return _error(401, "unauthorized", "missing or wrong bearer token "
+                      "(send 'Authorization: Bearer <token>')",
+                      headers={"WWW-Authenticate": 'Bearer realm="vista-tools"'})
+    return await handler(request)
+
+
 async def _read_body(request: web.Request) -> bytes:
     limit = request.app[SERVICE].config.max_body_mb
     if request.content_length is not None and request.content_length > limit * 2**20:
@@ -252,7 +295,11 @@ def _envelope(obj: Any, where: str) -> tuple[str, dict[str, Any]]:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "tools": len(request.app[SERVICE].tools)})
+    service = request.app[SERVICE]
+    if service.draining:  # tells a load balancer to stop sending before the port closes
+        return web.json_response({"status": "draining", "tools": len(service.tools)}, status=503,
+                                 headers={"Retry-After": str(service.config.retry_after_s)})
+    return web.json_response({"status": "ok", "tools": len(service.tools)})
 
 
 async def list_tools(request: web.Request) -> web.Response:
@@ -267,7 +314,7 @@ async def call_tool(request: web.Request) -> web.Response:
     name, arguments = _envelope(await _read_json(request), "body")
     result = await service.call(name, arguments)
     if not result["ok"] and result["error"]["code"] == reg.OVERLOADED:
-        return web.json_response(result, status=429,
+        return web.json_response(result, status=503 if service.draining else 429,
                                  headers={"Retry-After": str(service.config.retry_after_s)})
     return web.json_response(result)
 
@@ -331,7 +378,7 @@ def create_app(config: ServerConfig | None = None,
         from tools_server.tools import default_registry
         tools = default_registry()
     app = web.Application(client_max_size=int(config.max_body_mb * 2**20),
-                          middlewares=[_json_errors])
+                          middlewares=[_json_errors, _bearer_auth])
     service = ToolService(config, tools)
     app[SERVICE] = service
     app.router.add_get("/healthz", healthz)

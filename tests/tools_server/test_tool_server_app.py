@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
 from tools_server import registry as reg
-from tools_server.app import ServerConfig, create_app
+from tools_server.app import SERVICE, ServerConfig, create_app
 from tools_server.images import ImageStore, InvalidImage
 from tools_server.registry import Tool, ToolArguments, ToolOutput, ToolRegistry
 from tools_server.tools import ALL_TOOLS
@@ -381,3 +381,43 @@ def test_image_store_is_bounded_lru_and_thread_safe():
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert len(store) == 2
+
+
+def test_bearer_token_guards_every_route_but_healthz():
+    async def fn(client):
+        assert await healthy(client)  # probes need no credentials
+        denied = await client.get("/v1/tools")
+        assert denied.status == 401 and (await denied.json())["error"]["code"] == "unauthorized"
+        assert denied.headers["WWW-Authenticate"].startswith("Bearer")
+        wrong = await client.post("/v1/call", json={"name": "calculator",
+                                                    "arguments": {"expression": "1+1"}},
+                                  headers={"Authorization": "Bearer wrong"})
+        assert wrong.status == 401
+        good = {"Authorization": "Bearer s3cret"}
+        resp = await client.post("/v1/call", json={"name": "calculator",
+                                                   "arguments": {"expression": "1+1"}},
+                                 headers=good)
+        assert resp.status == 200 and (await resp.json())["text"].startswith("2")
+        assert (await client.get("/metrics", headers=good)).status == 200
+
+    serve(fn, ServerConfig(auth_token="s3cret"))
+
+
+def test_drain_finishes_admitted_calls_and_refuses_new_ones():
+    async def fn(client):
+        service = client.app[SERVICE]
+        slow = asyncio.create_task(call(client, "sleepy", {"seconds": 0.4}))
+        while service.pending == 0:
+            await asyncio.sleep(0.005)
+        drained = asyncio.create_task(service.drain(timeout_s=5))
+        await asyncio.sleep(0.05)
+        health = await client.get("/healthz")
+        assert health.status == 503 and (await health.json())["status"] == "draining"
+        refused = await client.post("/v1/call", json={"name": "sleepy",
+                                                      "arguments": {"seconds": 0}})
+        assert refused.status == 503 and refused.headers["Retry-After"] == "1"
+        assert (await refused.json())["error"]["code"] == reg.OVERLOADED
+        assert (await slow)["text"] == "slept 0.4"  # the admitted call was not dropped
+        assert await drained is True and service.pending == 0
+
+    serve(fn, extra_tools=(Sleepy,))

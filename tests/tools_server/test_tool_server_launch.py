@@ -50,3 +50,28 @@ def test_cli_list_prints_the_tool_schemas(capsys):
     out = subprocess.run([sys.executable, "-m", "tools_server.cli", "list"], capture_output=True, text=True,
                          check=True).stdout
     assert len(json.loads(out)["tools"]) >= 5
+
+
+def test_sigterm_drains_and_exits_cleanly_and_a_token_is_enforced():
+    import os
+    env = dict(os.environ, VISTA_TOOLS_TOKEN="tok-123")
+    server = LocalToolServer(env=env).start()
+    try:
+        with SyncToolClient(server.url, token="wrong", max_retries=0) as client:
+            assert client.call("calculator", {"expression": "2+2"})["ok"] is False
+        with SyncToolClient(server.url, token="tok-123") as client:
+            assert client.call("calculator", {"expression": "2+2"})["text"] == "4"
+        proc = server._proc
+        proc.terminate()
+        assert proc.wait(10) == 0  # drained (nothing in flight) and exited by itself
+        assert "draining" in server.log_tail()
+    finally:
+        server.stop()
+
+
+def test_non_loopback_bind_without_a_token_is_refused():
+    out = subprocess.run([sys.executable, "-m", "tools_server.cli", "serve", "--host", "0.0.0.0",
+                          "--port", "0"], capture_output=True, text=True, timeout=60,
+                         env={k: v for k, v in __import__("os").environ.items()
+                              if k != "VISTA_TOOLS_TOKEN"})
+    assert out.returncode != 0 and "not a loopback address" in out.stderr

@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import io
 import json
+import os
 import threading
 import weakref
 from typing import Any
@@ -93,8 +94,11 @@ def _png_bytes(image: Image.Image | bytes | bytearray) -> tuple[bytes, str]:
 class ToolClient:
     def __init__(self, base_url: str, *, timeout_s: float = 30.0, max_retries: int = 2,
                  backoff_s: float = 0.25, max_retry_after_s: float = 10.0,
-                 max_connections: int = 32):
+                 max_connections: int = 32, token: str | None = None):
         self.base_url = base_url.rstrip("/")
+        # Bearer token of a server started with one (None: VISTA_TOOLS_TOKEN, if set).
+        token = token if token is not None else os.environ.get("VISTA_TOOLS_TOKEN") or None
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.backoff_s = backoff_s
@@ -119,7 +123,7 @@ class ToolClient:
         if self._session is None or self._session.closed or self._loop is not loop:
             # A session belongs to one loop; a client reused under a new loop gets a new one.
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s), headers=self._auth,
                 connector=aiohttp.TCPConnector(limit=self.max_connections))
             self._loop = loop
         return self._session
