@@ -116,7 +116,8 @@ def test_healthz_and_tool_list_shape():
         assert crop["required"] == ["image", "box"]
         assert crop["properties"]["box"]["minItems"] == crop["properties"]["box"]["maxItems"] == 4
         charts = await (await client.get("/v1/tools?family=chart")).json()
-        assert [t["function"]["name"] for t in charts["tools"]] == ["chart_to_table", "bar_values"]
+        assert [t["function"]["name"] for t in charts["tools"]] == [
+            "chart_to_table", "bar_values", "chart_type", "read_axes", "read_legend", "line_points"]
         calc = await (await client.get("/v1/tools?name=calculator,crop")).json()
         assert {t["function"]["name"] for t in calc["tools"]} == {"calculator", "crop"}
 
@@ -155,8 +156,11 @@ def test_upload_crop_get_image_round_trip():
         jpeg_id = (await resp.json())["image_id"]
         served = await (await client.get(f"/v1/images/{jpeg_id}")).read()
         assert served.startswith(b"\x89PNG") and hashlib.sha256(served).hexdigest() == jpeg_id
+        zoom = await call(client, "zoom", {"image": body["image_id"], "box": [0, 0, 20, 10], "factor": 3})
+        assert zoom["ok"] and zoom["data"]["width"] == 60 and zoom["data"]["height"] == 30
+        # Qwen-VL needs 28 px a side: a small box's factor is raised until the short side fits.
         zoom = await call(client, "zoom", {"image": body["image_id"], "box": [0, 0, 10, 5], "factor": 3})
-        assert zoom["ok"] and zoom["data"]["width"] == 30 and zoom["data"]["height"] == 15
+        assert zoom["ok"] and zoom["data"]["factor"] == 6 and zoom["data"]["height"] == 30
 
     serve(fn)
 

@@ -1,0 +1,155 @@
+"""The "hf" backend of detect_objects / count_objects (tools_server.tools.hf_backends'
+ZeroShotDetector) on a tiny random OWL-ViT built here: loading from a local directory, one
+batched forward equal to single calls, the output schema, boxes inside the image.
+
+`build_tiny_owlvit` is the pattern for testing any transformers-backed tool offline: a
+config with tiny sub-configs, random weights, a tokenizer from a vocab written here, an
+image processor with a small size, all saved with save_pretrained and loaded back the way
+the server loads a real checkpoint.
+"""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from tools_server.registry import INVALID_ARGUMENT, ToolError  # noqa: E402
+from tools_server.tools import hf_backends  # noqa: E402
+from tools_server.tools.perception import CountObjects, DetectObjects, _hf_phrases  # noqa: E402
+
+
+def build_tiny_owlvit(directory) -> str:
+    """Saves a random OWL-ViT (~10k parameters, 32x32 input, 8x8 patches: 16 boxes per image)
+    with its processor to `directory`; returns the path as a string. No download."""
+    import torch
+    from transformers import CLIPTokenizer, OwlViTConfig, OwlViTForObjectDetection, OwlViTProcessor
+    from transformers.models.owlvit.image_processing_pil_owlvit import OwlViTImageProcessorPil
+
+    # Character-level BPE: each letter alone and at a word's end; no merges. The special
+    # tokens come last because OWL-ViT treats a query whose first id is 0 as padding.
+    vocab = {}
+    for ch in "abcdefghijklmnopqrstuvwxyz":
+        vocab[ch] = len(vocab)
+        vocab[ch + "</w>"] = len(vocab)
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=16)
+    # The PIL image processor: the default one needs torchvision, which we do not install.
+    image_processor = OwlViTImageProcessorPil(size={"height": 32, "width": 32},
+                                              crop_size={"height": 32, "width": 32})
+    processor = OwlViTProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    config = OwlViTConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=16, intermediate_size=32,
+                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16,
+                         bos_token_id=vocab["<|startoftext|>"],
+                         eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"]),
+        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=2, image_size=32, patch_size=8),
+        projection_dim=16)
+    torch.manual_seed(0)
+    model = OwlViTForObjectDetection(config).eval()
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return str(directory)
+
+
+@pytest.fixture(scope="module")
+def tiny_owlvit(tmp_path_factory):
+    return build_tiny_owlvit(tmp_path_factory.mktemp("tiny_owlvit"))
+
+
+class Context:
+    def __init__(self, image):
+        self.source = image
+
+    def image(self, image_id, *, argument="image"):
+        return self.source
+
+    def add_image(self, image):
+        raise AssertionError("detection produces no images")
+
+
+def images():
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+            for w, h in ((64, 48), (100, 80), (37, 90))]
+
+
+QUERIES = [["red circle"], ["blue square", "star", "cat"], ["dog", "car"]]
+
+
+def test_detector_batch_equals_single_calls(tiny_owlvit):
+    det = hf_backends.zero_shot_detector(tiny_owlvit)
+    ims = images()
+    batch = det.detect(ims, QUERIES, threshold=0.1)
+    assert any(batch), "the random model should find something at threshold 0.1"
+    for im, queries, got in zip(ims, QUERIES, batch):
+        single = det.detect([im], [queries], threshold=0.1)[0]
+        assert [d.label for d in got] == [d.label for d in single]
+        assert len(got) == len(single)
+        for a, b in zip(got, single):
+            assert abs(a.score - b.score) < 1e-5
+            scale = np.array([im.width, im.height] * 2)
+            np.testing.assert_allclose(np.array(a.box) / scale, np.array(b.box) / scale, atol=1e-5)
+        for d in got:
+            assert d.label in queries and 0.1 < d.score <= 1.0
+            x0, y0, x1, y1 = d.box
+            assert 0 <= x0 <= x1 <= im.width and 0 <= y0 <= y1 <= im.height
+
+
+def test_hf_tool_output_schema_and_batched_run(tiny_owlvit):
+    tool = DetectObjects(backend="hf", model_path=tiny_owlvit, threshold=0.1)
+    assert tool.model_backed and "open-vocabulary" in tool.description
+    ims = images()
+    queries = ["red circle", "blue square, star and cat", "dog or car"]
+    calls = [(tool.Arguments(image="x", query=q), Context(im)) for q, im in zip(queries, ims)]
+    calls.append((tool.Arguments(image="x", query="dog", box=[0, 0, 500, 10]), Context(ims[0])))
+    calls.append((tool.Arguments(image="x", query="dog", box=[10, 5, 50, 40]), Context(ims[1])))
+    batch = tool.run_batch(calls)
+    assert isinstance(batch[3], ToolError) and batch[3].code == INVALID_ARGUMENT
+    for (args, ctx), got in zip(calls[:3] + calls[4:], batch[:3] + batch[4:]):
+        single = tool.run(args, ctx)
+        labels = [o["label"] for o in single.data["objects"]]
+        assert [o["label"] for o in got.data["objects"]] == labels
+        for a, b in zip(got.data["objects"], single.data["objects"]):
+            assert np.abs(np.array(a["box"]) - b["box"]).max() <= 1  # floats rounded to pixels
+        assert got.data["count"] == len(got.data["objects"])
+        x0, y0, x1, y1 = args.box or [0, 0, ctx.source.width, ctx.source.height]
+        for o in got.data["objects"]:
+            assert set(o) == {"label", "box", "score"} and 0 <= o["score"] <= 1
+            bx0, by0, bx1, by1 = o["box"]
+            assert all(isinstance(v, int) for v in o["box"])
+            assert x0 <= bx0 < bx1 <= x1 and y0 <= by0 < by1 <= y1
+        lines = got.text.splitlines()
+        assert len(lines) == got.data["count"] or got.text.startswith("no objects match")
+
+
+def test_count_objects_shares_the_detector_and_counts_its_boxes(tiny_owlvit):
+    detect = DetectObjects(backend="hf", model_path=tiny_owlvit)
+    count = CountObjects(backend="hf", model_path=tiny_owlvit)
+    assert count._detector is detect._detector  # one model in memory per checkpoint
+    im = images()[1]
+    found = detect.run(detect.Arguments(image="x", query="star"), Context(im))
+    counted = count.run(count.Arguments(image="x", query="star"), Context(im))
+    assert counted.data == found.data
+
+
+def test_hf_queries_are_checked():
+    with pytest.raises(ToolError) as e:
+        _hf_phrases(" , and ")
+    assert "'query'" in e.value.message
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 4]], float)
+    scores = np.array([0.5, 0.9, 0.3, 0.8])
+    assert hf_backends.nms(boxes, scores, 0.5) == [1, 3, 2]  # IoU(0, 1) = 0.68; box 3 is thin
+
+
+def test_model_dir_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="'model_path'.*not a directory"):
+        hf_backends.zero_shot_detector(tmp_path / "nope")
+    with pytest.raises(ValueError, match="config.json"):
+        hf_backends.check_model_dir(tmp_path)
