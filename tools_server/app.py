@@ -1,7 +1,7 @@
 """The tool service's aiohttp front.
 
 Routes:
-    GET  /healthz                -> {"status": "ok", "tools": n}
+    GET  /healthz                -> {"status": "ok", "tools": n[, "workers": [pool state]]}
     GET  /v1/tools[?family=&name=] -> {"tools": [<OpenAI function entry + "family">, ...]}
     POST /v1/call   {"name", "arguments"}      -> a result (200; 429 + Retry-After if overloaded)
     POST /v1/batch  {"calls": [{"name", "arguments"}, ...]} -> {"results": [...]} (same order)
@@ -40,6 +40,7 @@ from aiohttp import web
 
 from tools_server import registry as reg
 from tools_server.images import IMAGE_ID_RE, ImageStore, InvalidImage
+from tools_server.pool import WorkerPool, call_via_pool
 from tools_server.registry import ToolError, ToolRegistry, error_result
 
 log = logging.getLogger("tools_server")
@@ -125,9 +126,12 @@ class _Metrics:
 class ToolService:
     """Validation, admission, execution and deadlines of tool calls (no HTTP in here)."""
 
-    def __init__(self, config: ServerConfig, tools: ToolRegistry):
+    def __init__(self, config: ServerConfig, tools: ToolRegistry,
+                 worker_pool: WorkerPool | None = None):
         self.config = config
         self.tools = tools
+        # Model-backed tools run there when given (tools_server.pool), else in-process.
+        self.worker_pool = worker_pool
         self.store = ImageStore(max_images=config.max_images,
                                 max_bytes=int(config.max_store_mb * 2**20),
                                 max_pixels=config.max_image_pixels)
@@ -135,6 +139,8 @@ class ToolService:
         self.pending = 0
         self.draining = False  # set on SIGTERM: new calls are refused with 503, admitted ones finish
         self.metrics = _Metrics(self)
+        if worker_pool is not None and self.metrics.enabled:
+            worker_pool.register_metrics(self.metrics.registry)
         self._context = _Context(self.store)
 
     def _run_sync(self, tool: reg.Tool, args: reg.ToolArguments) -> dict[str, Any]:
@@ -170,6 +176,16 @@ class ToolService:
                                   f"the tool server is busy ({self.pending} calls pending); "
                                   f"retry in {self.config.retry_after_s} s")
             self.metrics.observe(label, result, time.perf_counter() - start)
+            return result
+        if self.worker_pool is not None and tool.model_backed:
+            self.pending += 1
+            try:  # the pool keeps the deadline and turns every failure into a result
+                result = await call_via_pool(self.worker_pool, self.store, tool.name, arguments,
+                                             timeout_s=self.config.call_timeout_s,
+                                             executor=self.pool)
+            finally:
+                self.pending -= 1
+            self.metrics.observe(tool.name, result, time.perf_counter() - start)
             return result
         loop = asyncio.get_running_loop()
         self.pending += 1
@@ -299,7 +315,10 @@ async def healthz(request: web.Request) -> web.Response:
     if service.draining:  # tells a load balancer to stop sending before the port closes
         return web.json_response({"status": "draining", "tools": len(service.tools)}, status=503,
                                  headers={"Retry-After": str(service.config.retry_after_s)})
-    return web.json_response({"status": "ok", "tools": len(service.tools)})
+    body = {"status": "ok", "tools": len(service.tools)}
+    if service.worker_pool is not None:
+        body["workers"] = service.worker_pool.status()
+    return web.json_response(body)
 
 
 async def list_tools(request: web.Request) -> web.Response:
@@ -371,15 +390,17 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def create_app(config: ServerConfig | None = None,
-               tools: ToolRegistry | None = None) -> web.Application:
-    """The aiohttp application; `tools` defaults to every tool of `tools_server.tools`."""
+               tools: ToolRegistry | None = None,
+               worker_pool: WorkerPool | None = None) -> web.Application:
+    """The aiohttp application; `tools` defaults to every tool of `tools_server.tools`.
+    With `worker_pool`, model-backed tools run on it; the app starts and closes it."""
     config = config or ServerConfig()
     if tools is None:
         from tools_server.tools import default_registry
         tools = default_registry()
     app = web.Application(client_max_size=int(config.max_body_mb * 2**20),
                           middlewares=[_json_errors, _bearer_auth])
-    service = ToolService(config, tools)
+    service = ToolService(config, tools, worker_pool)
     app[SERVICE] = service
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/tools", list_tools)
@@ -391,6 +412,13 @@ def create_app(config: ServerConfig | None = None,
 
     async def close_service(_app: web.Application) -> None:
         service.close()
+        if worker_pool is not None:
+            await worker_pool.close()
 
+    if worker_pool is not None:
+        async def start_pool(_app: web.Application) -> None:
+            await worker_pool.start()
+
+        app.on_startup.append(start_pool)
     app.on_cleanup.append(close_service)
     return app

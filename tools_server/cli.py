@@ -1,6 +1,9 @@
 """`vista-tools`: run the tool server, or print the tool schemas.
 
     vista-tools serve --host 127.0.0.1 --port 8765 [--max-body-mb 32] [--workers 4] ...
+    vista-tools serve --local-workers 2 [--worker-max-batch 16] ...   # + workers for model-backed tools
+    vista-tools serve --worker http://10.0.0.5:9001 --worker ...        # workers on other hosts
+    vista-tools worker --port 9001 [--tools ocr,detect_objects] [--max-batch 16] [--max-wait-ms 5]
     vista-tools list [--family chart]
 """
 
@@ -15,6 +18,8 @@ import os
 import signal
 import sys
 
+from tools_server import pool as pool_lib
+from tools_server import worker as worker_lib
 from tools_server.app import SERVICE, ServerConfig, create_app
 
 log = logging.getLogger("tools_server")
@@ -50,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
         help="stop when the process that started this one exits (local subprocess use)")
     add("--access-log", action="store_true", help="log every request")
     add("--log-level", default="INFO", help="logging level (default: %(default)s)")
+    pool_lib.add_serve_arguments(serve)
+    worker_lib.add_worker_parser(sub)
     lst = sub.add_parser("list", help="print the tool schemas (the /v1/tools body) as JSON")
     lst.add_argument("--family", action="append", help="only tools of this family (repeatable)")
     return parser
@@ -92,7 +99,8 @@ async def _serve(args: argparse.Namespace) -> None:
                           max_pending=args.max_pending, call_timeout_s=args.call_timeout_s,
                           max_batch=args.max_batch, auth_token=token,
                           drain_timeout_s=args.drain_timeout_s)
-    app = create_app(config)
+    tools, worker_pool = await pool_lib.pool_from_args(args, token=token)
+    app = create_app(config, tools, worker_pool)
     runner = web.AppRunner(app, access_log=log if args.access_log else None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
@@ -145,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "worker":
+        return worker_lib.run_worker(args)
     try:
         asyncio.run(_serve(args))
     except KeyboardInterrupt:

@@ -58,3 +58,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
           "must be empty or a run directory holding checkpoints/")
     check("sft.copy_balance", lambda v: v >= 0, "must be ≥ 0 (0 = one weight for all copied tokens)")
     check("rollout.temperature", positive, "must be positive (evaluation is greedy anyway)")
+    check("tools.num_workers", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+          "must be an integer ≥ 0 (0 = model-backed tools run in the tool server's process)")
+    check("tools.num_workers", lambda v: v == 0 or not config.tools.url,
+          "must be 0 when tools.url names an external server (it has its own workers)")

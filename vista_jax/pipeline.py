@@ -145,8 +145,9 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
         url = config.tools.url
         if not url:
             from tools_server.launch import LocalToolServer
-            url = stack.enter_context(LocalToolServer()).url
-            log.info("started local tool server at %s", url)
+            url = stack.enter_context(LocalToolServer(num_workers=config.tools.num_workers)).url
+            log.info("started local tool server at %s (%d tool workers)", url,
+                     config.tools.num_workers)
         client = SyncToolClient(url, timeout_s=config.tools.timeout_s)
         stack.callback(client.close)
 
