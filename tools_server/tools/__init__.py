@@ -10,9 +10,9 @@ import inspect
 from typing import Any, Mapping
 
 from tools_server.registry import FAMILIES, Tool, ToolRegistry
-from tools_server.tools import chart, diagram, math_tools, perception
+from tools_server.tools import chart, code, diagram, math_tools, perception
 
-_MODULES = (perception, chart, diagram, math_tools)
+_MODULES = (perception, chart, diagram, math_tools, code)
 
 
 def _tools_of(module) -> list[type[Tool]]:
