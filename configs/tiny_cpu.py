@@ -24,7 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.tools = ml_collections.ConfigDict()
     c.tools.url = ""  # tool server URL; "" starts a local server subprocess on 127.0.0.1
     c.tools.timeout_s = 30.0  # per-request client timeout, seconds
-    c.tools.num_workers = 0  # local worker processes for model-backed tools (0 = they run in the server)
+    c.tools.num_workers = 1  # local worker processes for model-backed tools (ocr, hf backends); 0 = in the server
 
     c.env = ml_collections.ConfigDict()
     c.env.family = "chart_qa"  # task family (procedural, seeded)

@@ -87,8 +87,9 @@ class ToolArguments(pydantic.BaseModel):
 class Tool:
     """A tool. Subclasses set `name`, `family`, the docstring and `Arguments`, and `run`.
 
-    Model-backed tools set `model_backed = True`: when the server has a worker pool they run
-    there (tools_server.pool), several calls at a time through `run_batch`, which such a
+    Model-backed tools set `model_backed = True` (on the class, or on the instance when only
+    some backends use a model): when the server has a worker pool they run there
+    (tools_server.pool), several calls at a time through `run_batch`, which such a
     tool overrides to do one batched forward pass. Tools with several backends take them as
     keyword options of `__init__` (e.g. `backend="hf", model_path=...`); `options` maps a
     tool name to those keywords in `tools_server.tools.default_registry`.
@@ -124,6 +125,13 @@ class Tool:
 
     def run(self, args: ToolArguments, ctx: ToolContext) -> ToolOutput:  # runs in a worker thread
         raise NotImplementedError
+
+    def load(self) -> None:
+        """Loads weights ahead of the first call; a pool worker calls it before /readyz passes.
+
+        No-op by default. Never load weights in `__init__`: the front constructs model-backed
+        tools too (for their schemas and validation) and must stay light.
+        """
 
     def run_batch(self, calls: list[tuple[ToolArguments, ToolContext]]
                   ) -> list[ToolOutput | ToolError]:

@@ -182,6 +182,8 @@ def test_tiny_pix2struct_tool_run_batch_is_one_generate(tiny_pix2struct, monkeyp
     images = {f"im{i}": im for i, im in enumerate(chart_images())}
     ctx = Context(images)
     calls = [(tool.Arguments(image=i), ctx) for i in [*images, "missing"]]
+    assert tool.model_backed  # the hf backend goes to the worker pool
+    tool.load()  # what a worker does before /readyz passes
     model, _ = tool._model._loaded()
     generate, counted = model.generate, []
 

@@ -20,7 +20,7 @@ import aiohttp
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 import pool_test_tools as T
 from tools_server.app import ServerConfig, create_app
@@ -498,6 +498,9 @@ def test_default_model_backed_tools_run_on_a_local_worker():
     from vista_jax.env.tasks.render import render_bar_chart
 
     chart = render_bar_chart(["Red", "Blue", "Green", "Gold"], [12, 88, 0, 45], seed=5)
+    text = Image.new("RGB", (200, 48), "white")
+    ImageDraw.Draw(text).text((10, 12), "Total 4520", fill="black",
+                              font=ImageFont.load_default(size=20))
     with LocalWorker() as worker:  # every model-backed tool of the package
         url = worker.url
 
@@ -507,13 +510,18 @@ def test_default_model_backed_tools_run_on_a_local_worker():
             async with TestClient(TestServer(app)) as client:
                 resp = await client.post("/v1/images", data=encode_png(chart))
                 image_id = (await resp.json())["image_id"]
+                resp = await client.post("/v1/images", data=encode_png(text))
+                text_id = (await resp.json())["image_id"]
                 resp = await client.post("/v1/batch", json={"calls": [
+                    {"name": "ocr", "arguments": {"image": text_id}},
                     {"name": "chart_to_table", "arguments": {"image": image_id}},
                     {"name": "crop", "arguments": {"image": image_id, "box": [0, 0, 999, 10]}}]})
                 results = (await resp.json())["results"]
                 return results, pool.status(), await (await client.get("/metrics")).text()
 
-        (table, crop), status, metrics = asyncio.run(main())
+        (ocr, table, crop), status, metrics = asyncio.run(main())
+    assert [line["text"] for line in ocr["data"]["lines"]] == ["Total 4520"]
+    # The classical chart reader is not model-backed: it runs in the front.
     assert table["text"] == "Red | 12\nBlue | 88\nGreen | 0\nGold | 45"
     assert crop["error"]["code"] == "invalid_argument"  # light tools run (and fail) in the front
     assert status[0]["healthy"]

@@ -576,9 +576,9 @@ class ChartToTable(Tool):
 
     name = "chart_to_table"
     family = "chart"
-    # With backend="hf", run_batch does one batched generate; the classical reader is light
-    # but shares the flag (it is per class), so a server with a pool runs it there too.
-    model_backed = True
+    # Set per instance: with backend="hf", run_batch does one batched generate on the worker
+    # pool; the classical reader (a few ms of numpy) runs in the front.
+    model_backed = False
 
     class Arguments(ToolArguments):
         image: ImageId
@@ -593,6 +593,7 @@ class ChartToTable(Tool):
             raise ValueError(f"chart_to_table option 'max_new_tokens' must be an integer in "
                              f"1..4096, got {max_new_tokens!r}")
         self.backend = backend
+        self.model_backed = backend == "hf"
         self.max_new_tokens = max_new_tokens
         self._model = None
         if backend == "hf":
@@ -603,6 +604,10 @@ class ChartToTable(Tool):
             self._model = hf_backends.pix2struct_chart_reader(model_path, device=device)
         elif model_path is not None:
             raise ValueError("chart_to_table option 'model_path' is only used with backend='hf'")
+
+    def load(self) -> None:
+        if self._model is not None:
+            self._model._loaded()
 
     def run(self, args: Arguments, ctx: ToolContext) -> ToolOutput:
         if self._model is not None:

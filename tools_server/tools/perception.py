@@ -401,6 +401,9 @@ class Ocr(Tool):
         self._engine: OcrEngine | None = None
         self._engine_lock = threading.Lock()
 
+    def load(self) -> None:
+        self.engine()
+
     def engine(self) -> OcrEngine:
         if self._engine is None:
             with self._engine_lock:
@@ -704,9 +707,9 @@ class DetectObjects(Tool):
 
     name = "detect_objects"
     family = "perception"
-    # A class attribute, so it holds for both backends: "hf" needs the worker pool's
-    # batching; the classical one (~1 ms a call) merely runs there too.
-    model_backed = True
+    # Set per instance: the "hf" backend needs the worker pool's batching; the classical
+    # reader (~1 ms a call) runs in the front, where a pool round trip would cost more.
+    model_backed = False
     backends: ClassVar[tuple[str, ...]] = ("classical", "hf")
 
     class Arguments(ToolArguments):
@@ -723,6 +726,7 @@ class DetectObjects(Tool):
         if not 0.0 <= threshold < 1.0:
             raise ValueError(f"option 'threshold' of {self.name}: {threshold} is not in [0, 1)")
         self.backend, self.threshold = backend, threshold
+        self.model_backed = backend == "hf"
         self._detector = None
         if backend == "hf":
             from tools_server.tools import hf_backends
@@ -731,6 +735,10 @@ class DetectObjects(Tool):
         elif model_path is not None:
             raise ValueError(f"option 'model_path' of {self.name} is for backend 'hf', "
                              f"not {backend!r}")
+
+    def load(self) -> None:
+        if self._detector is not None:
+            self._detector._loaded()
 
     @property
     def description(self) -> str:
