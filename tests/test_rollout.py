@@ -12,7 +12,6 @@ from PIL import Image
 from vista_jax import data
 from vista_jax import tokenizer as tok_lib
 from vista_jax.models import ModelConfig, Qwen25VL
-from vista_jax.rl import losses
 from vista_jax.rl.train_step import make_logprob_fn
 from vista_jax.rollout import Sampler, SamplerConfig, bucket, run_episodes
 

@@ -343,7 +343,10 @@ class LocalToolServer(_LocalProcess):
         return args
 
     def _probe_body_ok(self, body) -> bool:
-        return body.get("status") == "ok"
+        # Ready once its pool has admitted every worker too: the pool's first health check
+        # can run while a worker is still loading, and the next comes a second later.
+        workers = body.get("workers") or []
+        return body.get("status") == "ok" and all(w.get("healthy") for w in workers)
 
     def _healthy(self) -> bool:
         return self.probe_ok()

@@ -19,7 +19,6 @@ exactly the log-probs the sampler saw.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from collections.abc import Sequence
 from typing import Any

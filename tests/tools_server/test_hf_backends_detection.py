@@ -2,10 +2,10 @@
 ZeroShotDetector) on a tiny random OWL-ViT built here: loading from a local directory, one
 batched forward equal to single calls, the output schema, boxes inside the image.
 
-`build_tiny_owlvit` is the pattern for testing any transformers-backed tool offline: a
-config with tiny sub-configs, random weights, a tokenizer from a vocab written here, an
-image processor with a small size, all saved with save_pretrained and loaded back the way
-the server loads a real checkpoint.
+`tools_server.testing.random_checkpoints.build_random_owlvit` is the pattern for testing any
+transformers-backed tool offline: a config with tiny sub-configs, random weights, a tokenizer
+from a vocab written in code, an image processor with a small size, all saved with
+save_pretrained and loaded back the way the server loads a real checkpoint.
 """
 
 import numpy as np
@@ -15,44 +15,15 @@ from PIL import Image
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from tools_server.testing.random_checkpoints import build_random_owlvit  # noqa: E402
 from tools_server.registry import INVALID_ARGUMENT, ToolError  # noqa: E402
 from tools_server.tools import hf_backends  # noqa: E402
 from tools_server.tools.perception import CountObjects, DetectObjects, _hf_phrases  # noqa: E402
 
 
 def build_tiny_owlvit(directory) -> str:
-    """Saves a random OWL-ViT (~10k parameters, 32x32 input, 8x8 patches: 16 boxes per image)
-    with its processor to `directory`; returns the path as a string. No download."""
-    import torch
-    from transformers import CLIPTokenizer, OwlViTConfig, OwlViTForObjectDetection, OwlViTProcessor
-    from transformers.models.owlvit.image_processing_pil_owlvit import OwlViTImageProcessorPil
-
-    # Character-level BPE: each letter alone and at a word's end; no merges. The special
-    # tokens come last because OWL-ViT treats a query whose first id is 0 as padding.
-    vocab = {}
-    for ch in "abcdefghijklmnopqrstuvwxyz":
-        vocab[ch] = len(vocab)
-        vocab[ch + "</w>"] = len(vocab)
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=16)
-    # The PIL image processor: the default one needs torchvision, which we do not install.
-    image_processor = OwlViTImageProcessorPil(size={"height": 32, "width": 32},
-                                              crop_size={"height": 32, "width": 32})
-    processor = OwlViTProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    config = OwlViTConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=16, intermediate_size=32,
-                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16,
-                         bos_token_id=vocab["<|startoftext|>"],
-                         eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"]),
-        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                           num_attention_heads=2, image_size=32, patch_size=8),
-        projection_dim=16)
-    torch.manual_seed(0)
-    model = OwlViTForObjectDetection(config).eval()
-    model.save_pretrained(directory)
-    processor.save_pretrained(directory)
-    return str(directory)
+    """A random OWL-ViT of ~10k parameters with its processor, saved to `directory`."""
+    return build_random_owlvit(directory)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ Starting Ray takes most of this test's time; it is skipped without the [ray] ext
 
 import asyncio
 import collections
-import os
 
 import numpy as np
 import pytest
@@ -14,19 +13,14 @@ from PIL import Image, ImageOps
 
 ray = pytest.importorskip("ray")
 
-import pool_test_tools as T  # noqa: E402
+from tools_server.testing import sim_tools as T  # noqa: E402
 from tools_server.app import ServerConfig, create_app  # noqa: E402
 from tools_server.images import encode_png  # noqa: E402
 from tools_server.ray_pool import RayPool  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
 
 def test_ray_pool_batches_round_trips_images_and_survives_a_killed_actor():
-    # The actors import the test tools: their processes get this directory on PYTHONPATH.
-    path = os.pathsep.join([HERE, *filter(None, [os.environ.get("PYTHONPATH")])])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": path}})
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         asyncio.run(_scenario())
     finally:
@@ -34,7 +28,7 @@ def test_ray_pool_batches_round_trips_images_and_survives_a_killed_actor():
 
 
 async def _scenario():
-    pool = RayPool(2, num_cpus=0.5, registry="pool_test_tools:registry",
+    pool = RayPool(2, num_cpus=0.5, registry="tools_server.testing.sim_tools:registry",
                    tool_options={"sim_double": {"batch_ms": 100}, "sim_invert": {"batch_ms": 0}},
                    max_batch=8, max_wait_ms=20, health_interval_s=0.2)
     app = create_app(ServerConfig(call_timeout_s=30), T.registry(), pool)

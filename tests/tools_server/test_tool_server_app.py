@@ -118,6 +118,17 @@ def test_healthz_and_tool_list_shape():
         charts = await (await client.get("/v1/tools?family=chart")).json()
         assert [t["function"]["name"] for t in charts["tools"]] == [
             "chart_to_table", "bar_values", "chart_type", "read_axes", "read_legend", "line_points"]
+        by_family = {f: [t["function"]["name"] for t in body["tools"] if t["family"] == f]
+                     for f in reg.FAMILIES}
+        assert by_family == {  # the paper's 26 tools in four families
+            "perception": ["crop", "zoom", "rotate", "enhance", "ocr", "detect_objects",
+                           "count_objects", "dominant_colors"],
+            "chart": ["chart_to_table", "bar_values", "chart_type", "read_axes", "read_legend",
+                      "line_points"],
+            "diagram": ["detect_points", "measure_length", "detect_lines", "detect_circles",
+                        "diagram_to_formal", "measure_angle"],
+            "math": ["calculator", "statistics", "solve_equation", "simplify", "geometry_solver",
+                     "python"]}
         calc = await (await client.get("/v1/tools?name=calculator,crop")).json()
         assert {t["function"]["name"] for t in calc["tools"]} == {"calculator", "crop"}
 

@@ -46,10 +46,11 @@ def test_start_failure_reports_the_server_output():
 def test_cli_list_prints_the_tool_schemas(capsys):
     assert cli_main(["list", "--family", "math"]) == 0
     body = json.loads(capsys.readouterr().out)
-    assert [t["function"]["name"] for t in body["tools"]] == ["calculator", "statistics"]
+    assert [t["function"]["name"] for t in body["tools"]] == [
+        "calculator", "statistics", "solve_equation", "simplify", "geometry_solver", "python"]
     out = subprocess.run([sys.executable, "-m", "tools_server.cli", "list"], capture_output=True, text=True,
                          check=True).stdout
-    assert len(json.loads(out)["tools"]) >= 5
+    assert len(json.loads(out)["tools"]) == 26
 
 
 def test_sigterm_drains_and_exits_cleanly_and_a_token_is_enforced():

@@ -302,7 +302,6 @@ def test_wrong_series_and_wrong_kind():
 
 
 def test_renderers_refuse_what_the_tools_could_not_read():
-    ok = {"A": [1, 2], "B": [50, 60]}
     for bad in [lambda: render_line_chart(["A", "B"], {"A": [1, 2], "B": [2, 60]}),  # dots overlap
                 lambda: render_line_chart(["A", "B"], {"A": [1, 101]}),
                 lambda: render_line_chart(["A", "B"], {"A": [1]}),

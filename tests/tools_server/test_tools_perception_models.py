@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from tools_server.registry import INVALID_ARGUMENT, ToolError
-from tools_server.tools import ALL_TOOLS, default_registry, perception
+from tools_server.tools import default_registry, perception
 from tools_server.tools.perception import (CountObjects, DetectObjects, DominantColors, Ocr,
                                            QueryClause, Zoom, classify_shape, parse_scene_query)
 from vista_jax.env.tasks import render_scene as rs

@@ -3,7 +3,7 @@ retries when a worker dies, re-admission, the image protocol, and the launch top
 
 In-process tests run workers and fronts as aiohttp TestServers in one event loop; the
 process tests start real `vista-tools worker` / `serve` subprocesses serving the simulated
-models of pool_test_tools.py.
+models of tools_server/testing/sim_tools.py.
 """
 
 import asyncio
@@ -22,7 +22,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-import pool_test_tools as T
+from tools_server.testing import sim_tools as T
 from tools_server.app import ServerConfig, create_app
 from tools_server.images import ImageStore, encode_png
 from tools_server.launch import LocalToolServer, LocalWorker
@@ -32,9 +32,8 @@ from tools_server.worker import (WORKER, DynamicBatcher, WorkerConfig, create_wo
 from vista_jax.env.tool_client import SyncToolClient
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REGISTRY = "pool_test_tools:registry"
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
-    [HERE, *filter(None, [os.environ.get("PYTHONPATH")])])}
+REGISTRY = "tools_server.testing.sim_tools:registry"
+ENV = dict(os.environ)
 
 
 def _batcher(tool, **kw):
@@ -172,7 +171,7 @@ def test_worker_serves_only_model_backed_tools_by_default():
         parse_tool_options(["batch_ms=5"])
     assert load_registry(REGISTRY, {"sim_double": {"batch_ms": 7}}).get("sim_double").batch_ms == 7
     with pytest.raises(ValueError, match="module:function"):
-        load_registry("pool_test_tools")
+        load_registry("tools_server.testing.sim_tools")
 
 
 def test_readyz_waits_for_the_models_and_reports_a_failed_load():

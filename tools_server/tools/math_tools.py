@@ -1,29 +1,50 @@
-"""Math tools: exact arithmetic with sympy; descriptive statistics in rational arithmetic.
+"""Math tools: exact arithmetic, equations, simplification and plane geometry with sympy;
+descriptive statistics in rational arithmetic.
 
 The calculator never hands the expression to Python's `eval` (nor to sympy's `parse_expr`,
 which `eval`s generated code): it parses it with `ast`, accepts only numbers, + - * / % // **
 (and ^ as power), parentheses, and calls of a fixed set of math functions and constants,
 builds the sympy expression itself, and evaluates it bottom-up with size guards, so that
-inputs like 9**9**9 are refused instead of holding a worker (and the GIL) for hours. The
-server's per-call deadline remains the last line of defence.
+inputs like 9**9**9 are refused instead of holding a worker (and the GIL) for hours.
+solve_equation and simplify use the same parser with variables allowed (`build_expression`).
+
+sympy's solvers and simplifier can run for hours on small inputs, so those tools also run
+under `time_limit` (2 s by default, the `time_limit_s` constructor option): a trace
+function on the worker thread stops sympy at its next Python call once the time is up, and
+the call fails with a `timeout` error. The server's per-call deadline remains the last line
+of defence.
+
+geometry_solver reads a figure in the language of `tools_server.tools.formal`; it computes
+from given coordinates exactly, and places points without coordinates one at a time from the
+facts (each fact about one unplaced point is a circle or a line: intersections are found in
+closed form), falling back to sympy.solve for facts that stay coupled.
 """
 
 from __future__ import annotations
 
 import ast
 import collections
+import contextlib
+import inspect
+import itertools
 import math
+import re
+import sys
+import time
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from fractions import Fraction
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any, Callable, Literal, Union
 
 import sympy
-from pydantic import Field
+from pydantic import Discriminator, Field, Tag
 
-from tools_server.registry import (INVALID_ARGUMENT, Tool, ToolArguments, ToolContext, ToolError,
-                                   ToolOutput)
+from tools_server.registry import (EXECUTION_FAILED, INVALID_ARGUMENT, TIMEOUT, Tool, ToolArguments,
+                                   ToolContext, ToolError, ToolOutput)
+from tools_server.tools import formal
 
 MAX_EXPRESSION_CHARS = 200
+MAX_SYMBOLIC_EXPONENT = 100  # largest power of an expression with variables, e.g. (x+1)**100
+VARIABLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,19}$")
 MAX_BITS = 10_000  # largest size (bits of numerator / denominator) an intermediate may reach
 MAX_FACTORIAL = 1000
 MAX_INT_DIGITS = 30  # longer integers are shown in scientific notation
@@ -75,9 +96,13 @@ def _bits(value: Any) -> float:
     return abs(float(sympy.log(number, 2)))
 
 
-def _too_large(what: str) -> ToolError:
-    return ToolError(INVALID_ARGUMENT, f"argument 'expression': {what} is too large (more than "
-                     f"{MAX_BITS} bits); the calculator refuses numbers this large")
+class _Refused(Exception):
+    """An expression the parser refuses; the caller names the argument it came from."""
+
+
+def _too_large(what: str) -> _Refused:
+    return _Refused(f"{what} is too large (more than {MAX_BITS} bits); the calculator "
+                    "refuses numbers this large")
 
 
 def _check_size(value: Any) -> Any:
@@ -94,19 +119,25 @@ def _power(base: Any, exponent: Any) -> Any:
         exp_size = abs(float(sympy.N(exponent, 15))) if exponent.is_real else 0.0
         if exp_size * max(_bits(base), 1.0) > MAX_BITS:
             raise _too_large("a power")
+    if not base.is_number and exponent.is_number and (
+            not exponent.is_real or abs(float(sympy.N(exponent, 15))) > MAX_SYMBOLIC_EXPONENT):
+        raise _Refused(f"a power of a variable with exponent {exponent} is too large (at most "
+                       f"{MAX_SYMBOLIC_EXPONENT})")
     return _check_size(sympy.Pow(base, exponent))
 
 
 class _Builder:
     """Builds a sympy value from a validated `ast` expression, evaluating bottom-up."""
 
-    def __init__(self, source: str):
+    def __init__(self, source: str, variables: bool = False):
         self.source = source
+        self.variables = variables  # whether other names are variables (sympy symbols)
+        self.names: set[str] = set()  # the variables met
 
-    def fail(self, node: ast.AST, what: str) -> ToolError:
-        return ToolError(INVALID_ARGUMENT, f"argument 'expression': {what} is not allowed "
-                         f"(allowed: numbers, + - * / % // ** ^, parentheses, "
-                         f"{', '.join(FUNCTIONS)}, {', '.join(CONSTANTS)})")
+    def fail(self, node: ast.AST, what: str) -> _Refused:
+        names = "variable names, " if self.variables else ""
+        return _Refused(f"{what} is not allowed (allowed: numbers, {names}+ - * / % // ** ^, "
+                        f"parentheses, {', '.join(FUNCTIONS)}, {', '.join(CONSTANTS)})")
 
     def build(self, node: ast.AST) -> Any:
         if isinstance(node, ast.Expression):
@@ -129,6 +160,9 @@ class _Builder:
                 return CONSTANTS[node.id]
             if node.id in FUNCTIONS:
                 raise self.fail(node, f"the function name {node.id!r} without a call")
+            if self.variables and VARIABLE_RE.match(node.id):
+                self.names.add(node.id)
+                return sympy.Symbol(node.id)
             raise self.fail(node, f"the name {node.id!r}")
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
             value = self.build(node.operand)
@@ -139,6 +173,12 @@ class _Builder:
                 return _power(left, right)
             return _check_size(_BINOPS[type(node.op)](left, right))
         if isinstance(node, ast.Call):
+            if (self.variables and isinstance(node.func, ast.Name) and len(node.args) == 1
+                    and not node.keywords and node.func.id not in FUNCTIONS
+                    and node.func.id not in CONSTANTS and VARIABLE_RE.match(node.func.id)):
+                # x(x + 1) is a product when x is a variable
+                self.names.add(node.func.id)
+                return _check_size(sympy.Symbol(node.func.id) * self.build(node.args[0]))
             if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
                 named = isinstance(node.func, ast.Name)
                 raise self.fail(node, f"calling {node.func.id!r}" if named else "this call")
@@ -148,14 +188,11 @@ class _Builder:
             args = [self.build(a) for a in node.args]
             if name in ("factorial", "binomial") and args and args[0].is_number \
                     and abs(float(sympy.N(args[0], 15))) > MAX_FACTORIAL:
-                raise ToolError(INVALID_ARGUMENT,
-                                f"argument 'expression': {name} of a number above "
-                                f"{MAX_FACTORIAL} is refused")
+                raise _Refused(f"{name} of a number above {MAX_FACTORIAL} is refused")
             try:
                 return _check_size(FUNCTIONS[name](*args))
             except TypeError:
-                raise ToolError(INVALID_ARGUMENT, f"argument 'expression': wrong number of "
-                                f"arguments for {name}()") from None
+                raise _Refused(f"wrong number of arguments for {name}()") from None
         if isinstance(node, ast.Attribute):
             raise self.fail(node, "attribute access")
         raise self.fail(node, f"the syntax {type(node).__name__}")
@@ -177,30 +214,54 @@ def _format_significant(x: Decimal) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
-def evaluate_expression(expression: str) -> tuple[str, float | None, str]:
-    """(text shown to the policy, float value or None when out of float range, exact form)."""
+# Implicit products the symbolic tools accept: 2x, 3(x+1), (x+1)(x-1), (x+1)y. A digit that
+# ends a name (log10, x2) or starts an exponent (1e5) is not a factor.
+_IMPLICIT_NUMBER = re.compile(r"(?<![A-Za-z_\d.])(\d+(?:\.\d*)?)\s*(?![eE][+-]?\d)(?=[A-Za-z_(])")
+_IMPLICIT_PAREN = re.compile(r"\)\s*(?=[A-Za-z_\d(])")
+
+
+def build_expression(expression: str, *, argument: str = "expression",
+                     variables: bool = False, names: set[str] | None = None) -> Any:
+    """The sympy value of a safe expression; ToolError naming `argument` if refused.
+
+    With `variables`, other names (a letter, then letters, digits or _) are sympy symbols
+    and implicit products (2x, 3(x+1), (x+1)(x-1)) are accepted; `names` (if given)
+    collects them, including those that cancel out (x - x).
+    """
     if len(expression) > MAX_EXPRESSION_CHARS:
-        raise ToolError(INVALID_ARGUMENT, f"argument 'expression': {len(expression)} characters; "
-                        f"at most {MAX_EXPRESSION_CHARS} are allowed")
+        raise ToolError(INVALID_ARGUMENT, f"argument '{argument}': {len(expression)} "
+                        f"characters; at most {MAX_EXPRESSION_CHARS} are allowed")
     # '^' is power, right-associative as in maths (sympy's convert_xor does the same).
     source = expression.strip().replace("^", "**")
+    if variables:
+        source = _IMPLICIT_PAREN.sub(")*", _IMPLICIT_NUMBER.sub(r"\1*", source))
     if not source:
-        raise ToolError(INVALID_ARGUMENT, "argument 'expression': empty expression")
+        raise ToolError(INVALID_ARGUMENT, f"argument '{argument}': empty expression")
     try:
         tree = ast.parse(source, mode="eval")
     except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
-        raise ToolError(INVALID_ARGUMENT, f"argument 'expression': cannot parse {expression!r} "
+        raise ToolError(INVALID_ARGUMENT, f"argument '{argument}': cannot parse {expression!r} "
                         f"({type(exc).__name__})") from None
     try:
-        value = _Builder(source).build(tree)
+        builder = _Builder(source, variables)
+        value = builder.build(tree)
+        if names is not None:
+            names.update(builder.names)
+    except _Refused as exc:
+        raise ToolError(INVALID_ARGUMENT, f"argument '{argument}': {exc}") from None
     except ZeroDivisionError:
-        raise ToolError(INVALID_ARGUMENT, "argument 'expression': division by zero") from None
+        raise ToolError(INVALID_ARGUMENT, f"argument '{argument}': division by zero") from None
     except RecursionError:
-        raise ToolError(INVALID_ARGUMENT, "argument 'expression': nested too deeply") from None
+        raise ToolError(INVALID_ARGUMENT, f"argument '{argument}': nested too deeply") from None
     except (ArithmeticError, ValueError, TypeError) as exc:  # sympy / mpmath refusing a value
-        raise ToolError(INVALID_ARGUMENT, f"argument 'expression': cannot evaluate "
+        raise ToolError(INVALID_ARGUMENT, f"argument '{argument}': cannot evaluate "
                         f"({type(exc).__name__}: {exc})") from None
-    value = sympy.sympify(value)
+    return sympy.sympify(value)
+
+
+def evaluate_expression(expression: str) -> tuple[str, float | None, str]:
+    """(text shown to the policy, float value or None when out of float range, exact form)."""
+    value = build_expression(expression)
     if value.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
         raise ToolError(INVALID_ARGUMENT,
                         f"argument 'expression': the result is not a finite number ({value})")
@@ -315,3 +376,998 @@ class Statistics(Tool):
         data["count"] = n
         data["modes"] = [_float(m) for m in modes]
         return ToolOutput("\n".join(lines), [], data)
+
+
+# ------------------------------------------------------------------ symbolic tools
+
+DEFAULT_TIME_LIMIT_S = 2.0
+MAX_EQUATIONS = 10
+MAX_VARIABLES = 6
+MAX_DEGREE = 12  # total degree of a polynomial equation solve_equation accepts
+MAX_SOLUTIONS = 20
+MAX_RESULT_CHARS = 2000
+
+
+_GENERATOR_FLAGS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
+class _OutOfTime(BaseException):
+    """Raised inside sympy by the time-limit tracer. A BaseException, so that sympy's own
+    `except Exception` clauses cannot swallow it."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float, what: str):
+    """Runs the body with a deadline; ToolError(timeout) once it has passed.
+
+    sympy cannot be interrupted and a thread cannot be killed, so the check runs inside:
+    a trace function on this thread only, called at each Python function call (not each
+    line), raises once the deadline has passed. It roughly doubles sympy's run time; long
+    loops inside C code (big-integer arithmetic) are not interrupted, which the parser's
+    size guards bound. The previous trace function (a debugger, coverage) is restored.
+    """
+    deadline = time.monotonic() + seconds
+    previous = sys.gettrace()
+    calls = 0
+
+    def tracer(frame, event, arg):
+        nonlocal calls
+        calls += 1
+        # Not inside a generator: one being finalised swallows the exception, and a trace
+        # function that raises is removed, so the deadline would be lost.
+        if calls & 63 == 0 and time.monotonic() > deadline \
+                and not frame.f_code.co_flags & _GENERATOR_FLAGS:
+            raise _OutOfTime
+        return None  # no per-line tracing
+
+    timed_out = ToolError(TIMEOUT, f"{what} took longer than {seconds:g} s and was stopped; "
+                          "try a simpler input (fewer variables, lower degree)")
+    sys.settrace(tracer)
+    try:
+        yield
+    except _OutOfTime:
+        raise timed_out from None
+    finally:
+        sys.settrace(previous)
+    if time.monotonic() > deadline + seconds:  # the stop was swallowed after all
+        raise timed_out
+
+
+@contextlib.contextmanager
+def sympy_failures(what: str):
+    """sympy raises many kinds of errors on inputs it cannot handle (PolynomialError,
+    NotImplementedError, TypeError deep inside...): report them as a failed computation."""
+    try:
+        yield
+    except ToolError:
+        raise
+    except RecursionError:
+        raise ToolError(EXECUTION_FAILED, f"{what}: the input is nested too deeply") from None
+    except Exception as exc:  # noqa: BLE001 - any sympy failure is this call's result
+        raise ToolError(EXECUTION_FAILED, f"{what}: sympy cannot handle this input "
+                        f"({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _decimal_text(value: Any) -> tuple[str | None, float | None]:
+    """(6-significant-digit text, float) of a number; (None, None) if it is not a number."""
+    if not value.is_number:
+        return None, None
+    numeric = sympy.N(value, 30)
+    re_part, im_part = numeric.as_real_imag()
+    if not (re_part.is_number and im_part.is_number) or numeric.has(sympy.nan, sympy.zoo):
+        return None, None
+    re_dec = Decimal(str(sympy.Float(re_part, 30)))
+    if abs(im_part) > Decimal("1e-25") * max(1, abs(re_dec)):
+        im_dec = Decimal(str(sympy.Float(im_part, 30)))
+        im_text = _format_significant(abs(im_dec))
+        im_text = "I" if im_text == "1" else f"{im_text}*I"
+        if re_dec.is_zero():
+            return ("-" if im_dec < 0 else "") + im_text, None
+        return f"{_format_significant(re_dec)} {'-' if im_dec < 0 else '+'} {im_text}", None
+    as_float = float(re_dec)
+    return _format_significant(re_dec), (as_float if math.isfinite(as_float) else None)
+
+
+def _exact_text(value: Any) -> str:
+    text = str(value)
+    if len(text) > MAX_RESULT_CHARS:
+        raise ToolError(EXECUTION_FAILED, f"the result is {len(text)} characters long (limit "
+                        f"{MAX_RESULT_CHARS}); try a simpler input")
+    return text
+
+
+def _show_value(value: Any) -> tuple[str, dict[str, Any]]:
+    """'exact ≈ decimal' (just 'exact' for integers) and its data entry."""
+    exact = _exact_text(value)
+    decimal, as_float = _decimal_text(value)
+    text = exact if decimal is None or decimal == exact else f"{exact} ≈ {decimal}"
+    return text, {"exact": exact, "value": as_float}
+
+
+_COMPARISONS = ("<=", ">=", "!=", "<", ">")
+
+
+def _equation(text: str, argument: str, names: set[str]) -> Any:
+    """'lhs = rhs' (or '==', or an expression meaning expression = 0) as lhs - rhs; adds
+    the variables it names to `names`."""
+    for op in _COMPARISONS:
+        if op in text:
+            raise ToolError(INVALID_ARGUMENT, f"argument '{argument}': {op!r} found; only "
+                            "equations are solved, not inequalities")
+    sides = text.replace("==", "=").split("=")
+    if len(sides) > 2:
+        raise ToolError(INVALID_ARGUMENT, f"argument '{argument}': more than one '=' in "
+                        f"{text!r}; give each equation separately")
+    lhs = build_expression(sides[0], argument=argument, variables=True, names=names)
+    rhs = sympy.Integer(0) if len(sides) == 1 else build_expression(
+        sides[1], argument=argument, variables=True, names=names)
+    value = lhs - rhs
+    if value.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
+        raise ToolError(INVALID_ARGUMENT, f"argument '{argument}': {text!r} is not finite")
+    return value
+
+
+def _check_degree(exprs: list[Any], variables: list[Any], arguments: list[str]) -> None:
+    for expr, argument in zip(exprs, arguments):
+        numerator = sympy.fraction(sympy.together(expr))[0]
+        if numerator.is_polynomial(*variables):
+            degree = sympy.Poly(numerator, *variables).total_degree()
+            if degree > MAX_DEGREE:
+                raise ToolError(INVALID_ARGUMENT, f"argument '{argument}': a polynomial "
+                                f"equation of degree {degree}; at most {MAX_DEGREE} is solved")
+
+
+def _integer_family(s: Any) -> str | None:
+    """'expr for every integer n' for sympy's ImageSet(Lambda(n, expr), Integers) (and
+    unions of them); None for any other set."""
+    parts = s.args if isinstance(s, sympy.Union) else (s,)
+    texts = []
+    for part in parts:
+        if not (isinstance(part, sympy.ImageSet) and part.base_sets == (sympy.S.Integers,)):
+            return None
+        (n,) = part.lamda.variables
+        texts.append(str(part.lamda.expr.subs(n, sympy.Symbol("n"))))
+    return " or ".join(texts) + " (for every integer n)"
+
+
+def _solve(exprs: list[Any], variables: list[Any], domain: str) -> dict[str, Any]:
+    """The solutions of exprs = 0 for `variables`: {"status": finite | none | infinite |
+    unsolved, "solutions": [{name: value}], "general": text}."""
+    params = set().union(*(e.free_symbols for e in exprs)) - set(variables)
+    dom = sympy.S.Reals if domain == "real" else sympy.S.Complexes
+    if len(exprs) == 1 and len(variables) == 1 and not params:
+        (x,) = variables
+        found = sympy.solveset(exprs[0], x, dom)
+        if found is sympy.S.EmptySet:
+            return {"status": "none"}
+        if isinstance(found, sympy.FiniteSet):
+            return {"status": "finite", "solutions": [{x: v} for v in sorted(
+                found, key=lambda v: sympy.default_sort_key(v))]}
+        family = _integer_family(found)
+        if family is not None:
+            return {"status": "infinite", "general": f"{x} = {family}"}
+        if isinstance(found, (sympy.Interval, sympy.Union, sympy.Complement)) \
+                or found in (sympy.S.Reals, sympy.S.Complexes):
+            where = {sympy.S.Reals: "any real number",
+                     sympy.S.Complexes: "any complex number"}.get(found, f"any number in {found}")
+            return {"status": "infinite", "general": f"{x} can be {where}"}
+        return {"status": "unsolved", "general": str(found)}
+    kept = [e for e in exprs if not e.is_zero]
+    if any(e.is_number for e in kept):
+        return {"status": "none"}  # a nonzero constant = 0
+    if not kept:
+        return {"status": "infinite", "general": "every value of "
+                + ", ".join(map(str, variables)) + " (the equations always hold)"}
+    polynomial = all(e.is_polynomial(*variables) for e in kept)
+    if polynomial and all(sympy.Poly(e, *variables).total_degree() <= 1 for e in kept):
+        found = sympy.linsolve(kept, variables)
+        if found is sympy.S.EmptySet:
+            return {"status": "none"}
+        rows = [dict(zip(variables, values)) for values in found]
+    else:
+        # Solved over the complex numbers: with real symbols sympy drops roots it cannot
+        # show to be real and, with [], says nothing; real ones are picked out afterwards.
+        plain = {v: sympy.Symbol(v.name) for v in variables}
+        back = {p: v for v, p in plain.items()}
+        try:
+            found = sympy.solve([e.subs(plain) for e in kept], list(plain.values()), dict=True)
+        except NotImplementedError:
+            return {"status": "unsolved", "general": "sympy has no method for this system"}
+        found = [{back[k]: v.subs(back) for k, v in sol.items()} for sol in found]
+        if not found:
+            # sympy.solve also returns [] when it cannot write the roots down (a degree-32
+            # eliminant, say): only a Groebner basis of {1} proves there is no solution
+            if polynomial and _inconsistent(kept, variables):
+                return {"status": "none"}
+            return {"status": "unsolved", "general": "no closed form found; this does not "
+                    "mean there is no solution"}
+        rows = [{v: s.get(v, v) for v in variables} for s in found]
+    unknowns = set(variables)
+    free = sorted({str(v) for row in rows for val in row.values()
+                   for v in val.free_symbols & unknowns})
+    if not free:
+        return {"status": "finite", "solutions": rows}
+    general = " or ".join(", ".join(f"{v} = {val}" for v, val in row.items() if val != v)
+                          for row in rows)
+    return {"status": "infinite", "general": f"{general} ({', '.join(free)} free)"}
+
+
+def _inconsistent(exprs: list[Any], variables: list[Any]) -> bool:
+    """Whether polynomial equations provably have no (complex) solution: their Groebner
+    basis is {1}. False when that cannot be shown, or they are not polynomials."""
+    if not all(e.is_polynomial(*variables) for e in exprs):
+        return False
+    numerators = [sympy.fraction(sympy.together(e))[0] for e in exprs]
+    try:
+        basis = sympy.groebner(numerators, *variables, order="grevlex")
+    except (sympy.PolynomialError, NotImplementedError):
+        return False
+    return list(basis.exprs) == [1]
+
+
+def _real_solution(solution: dict[Any, Any]) -> bool:
+    for value in solution.values():
+        if value.is_real is False:
+            return False
+        if value.is_number:
+            im = sympy.im(sympy.N(value, 30))
+            if im.is_number and abs(im) > 1e-20:
+                return False
+    return True
+
+
+_Equation = Annotated[str, Field(min_length=1, max_length=2 * MAX_EXPRESSION_CHARS + 2)]
+Equations = Annotated[
+    Union[Annotated[_Equation, Tag("one")],
+          Annotated[list[_Equation], Field(min_length=1, max_length=MAX_EQUATIONS), Tag("list")]],
+    Discriminator(lambda v: "list" if isinstance(v, list) else "one"),
+    Field(description="an equation such as 'x^2 - 5x + 6 = 0', or a list of up to 10 for a "
+                      "system, e.g. ['2x + y = 7', 'x - y = -1']")]
+
+
+class SolveEquation(Tool):
+    """Solves an equation or a system of equations exactly (sympy).
+
+    `equations`: one equation or a list of them, e.g. "x^2 - 5x + 6 = 0" or
+    ["2x + y = 7", "x - y = -1"]; without '=' an expression means expression = 0. Names
+    are variables; ^ or ** is a power; 2x, 3(x+1) and (x+1)(x-1) are products; the
+    calculator's functions (sqrt, sin, log, ...) and constants pi, e are allowed.
+    `variables`: the unknowns (default: every name used); other names are parameters.
+    `domain`: "real" (default) or "complex". Returns every solution exactly (fractions,
+    radicals) with a decimal, or says there is no solution or infinitely many (with the
+    general solution). Polynomials up to degree 12, up to 6 unknowns; a solve running over
+    the time limit (2 s) is stopped with a timeout error.
+    """
+
+    name = "solve_equation"
+    family = "math"
+
+    class Arguments(ToolArguments):
+        equations: Equations
+        variables: Annotated[list[Annotated[str, Field(min_length=1, max_length=20)]] | None,
+                             Field(max_length=MAX_VARIABLES,
+                                   description="the unknowns to solve for, e.g. ['x', 'y'] "
+                                               "(default: every name in the equations)")] = None
+        domain: Annotated[Literal["real", "complex"],
+                          Field(description="look for real (default) or complex solutions")
+                          ] = "real"
+
+    def __init__(self, time_limit_s: float = DEFAULT_TIME_LIMIT_S):
+        self.time_limit_s = time_limit_s
+
+    def run(self, args: Arguments, ctx: ToolContext) -> ToolOutput:
+        if isinstance(args.equations, str):
+            texts, arguments = [args.equations], ["equations"]
+        else:
+            texts = args.equations
+            arguments = [f"equations[{i}]" for i in range(len(texts))]
+        used: set[str] = set()
+        exprs = [_equation(t, a, used) for t, a in zip(texts, arguments)]
+        names = sorted(used)
+        if args.variables is not None:
+            if not args.variables or len(set(args.variables)) != len(args.variables):
+                raise ToolError(INVALID_ARGUMENT, "argument 'variables': give distinct names")
+            for v in args.variables:
+                if not VARIABLE_RE.match(v) or v not in names:
+                    raise ToolError(INVALID_ARGUMENT, f"argument 'variables': {v!r} does not "
+                                    f"appear in the equations (names found: "
+                                    f"{', '.join(names) or 'none'})")
+            wanted = list(args.variables)
+        else:
+            wanted = names
+        if len(wanted) > MAX_VARIABLES:
+            raise ToolError(INVALID_ARGUMENT, f"argument 'variables': {len(wanted)} unknowns "
+                            f"({', '.join(wanted)}); at most {MAX_VARIABLES}")
+        if not wanted:
+            with time_limit(self.time_limit_s, "checking"), sympy_failures("checking"):
+                holds = all(sympy.simplify(e) == 0 for e in exprs)
+            text = "the equations have no variables; they are " + ("true" if holds else "false")
+            return ToolOutput(text, [], {"status": "true" if holds else "false"})
+        real = args.domain == "real"
+        symbols = {n: sympy.Symbol(n, real=True) if real else sympy.Symbol(n) for n in names}
+        exprs = [e.subs({sympy.Symbol(n): s for n, s in symbols.items()}, simultaneous=True)
+                 for e in exprs]
+        variables = [symbols[n] for n in wanted]
+        with time_limit(self.time_limit_s, "solving"), sympy_failures("solving"):
+            _check_degree(exprs, variables, arguments)
+            result = _solve(exprs, variables, args.domain)
+            solutions = result.get("solutions", [])
+            if real:
+                solutions = [s for s in solutions if _real_solution(s)]
+            shown = [[(str(v), *_show_value(s[v])) for v in variables] for s in solutions]
+        status = result["status"]
+        if status == "finite" and not solutions:
+            status = "none"
+        where = " real" if real else ""
+        if status == "none":
+            text = f"no{where} solution"
+        elif status == "infinite":
+            text = f"infinitely many solutions: {result['general']}"
+        elif status == "unsolved":
+            text = f"sympy could not solve this in closed form ({result['general'][:200]})"
+        else:
+            lines = [", ".join(f"{v} = {t}" for v, t, _ in row) for row in shown[:MAX_SOLUTIONS]]
+            if len(shown) > MAX_SOLUTIONS:
+                lines.append(f"... and {len(shown) - MAX_SOLUTIONS} more")
+            text = "\n".join(lines)
+        data: dict[str, Any] = {"status": status, "variables": wanted,
+                                "solutions": [{v: d for v, _, d in row}
+                                              for row in shown[:MAX_SOLUTIONS]]}
+        if "general" in result:
+            data["general"] = result["general"][:MAX_RESULT_CHARS]
+        return ToolOutput(text, [], data)
+
+
+class Simplify(Tool):
+    """Simplifies, expands or factors an expression exactly (sympy).
+
+    `expression` may use variables, e.g. "(x^2 - 1)/(x - 1)" or "sqrt(8) + sqrt(18)";
+    ^ or ** is a power; 2x and (x+1)(x-1) are products. `mode`: "simplify" (default, the
+    simplest form sympy finds), "expand" (multiply out) or "factor" (factor over the
+    rationals). Returns the exact result (and a decimal when it is a number).
+    """
+
+    name = "simplify"
+    family = "math"
+
+    class Arguments(ToolArguments):
+        expression: Annotated[str, Field(
+            min_length=1, max_length=MAX_EXPRESSION_CHARS,
+            description="the expression, e.g. (x^2 - 1)/(x - 1)")]
+        mode: Annotated[Literal["simplify", "expand", "factor"],
+                        Field(description="simplify (default), expand or factor")] = "simplify"
+
+    def __init__(self, time_limit_s: float = DEFAULT_TIME_LIMIT_S):
+        self.time_limit_s = time_limit_s
+
+    def run(self, args: Arguments, ctx: ToolContext) -> ToolOutput:
+        if "=" in args.expression:
+            raise ToolError(INVALID_ARGUMENT, "argument 'expression': an expression, not an "
+                            "equation, is expected (solve_equation solves equations)")
+        value = build_expression(args.expression, variables=True)
+        if value.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
+            raise ToolError(INVALID_ARGUMENT,
+                            f"argument 'expression': {args.expression!r} is not finite")
+        action = {"simplify": sympy.simplify, "expand": sympy.expand, "factor": sympy.factor}
+        with time_limit(self.time_limit_s, args.mode), sympy_failures(args.mode):
+            result = action[args.mode](value)
+            text, data = _show_value(result)
+        return ToolOutput(text, [], {"mode": args.mode, **data})
+
+
+# ------------------------------------------------------------------ geometry
+
+MAX_UNKNOWN_POINTS = 8
+MAX_ANGLE_FACTS = 6  # angles other than 90 / 180 degrees: each may double the candidates
+MAX_CANDIDATES = 64  # figures kept while placing points
+MAX_EXACT_OPS = 150  # an exact coordinate larger than this makes the figure go decimal
+_QUERIES = ("length", "distance", "angle", "area", "perimeter", "radius", "diameter",
+            "circumference")
+_CIRCLE_QUERIES = ("area", "perimeter", "radius", "diameter", "circumference")
+_TOLERANCE = 1e-9  # relative, for comparing values of different solutions and given facts
+
+
+def _query_names(query: str, fig: formal.Figure) -> tuple[str, list[str]]:
+    """(kind, point names) of a query such as 'angle A B C' (or 'angle ABC')."""
+    words = query.split()
+    kind = words[0].lower() if words else ""
+    if kind not in _QUERIES:
+        raise ToolError(INVALID_ARGUMENT, f"argument 'query': {query!r} does not start with "
+                        f"one of {', '.join(_QUERIES)} (e.g. 'length A B', 'angle A B C', "
+                        "'area A B C', 'radius O')")
+    names = words[1:]
+    if len(names) == 1 and names[0] not in fig.points and len(names[0]) > 1 \
+            and all(ch in fig.points for ch in names[0]):
+        names = list(names[0])  # 'angle ABC'
+    for n in names:
+        if n not in fig.points:
+            raise ToolError(INVALID_ARGUMENT, f"argument 'query': point {n} is not in the figure "
+                            f"(its points: {', '.join(fig.points) or 'none'})")
+    if len(set(names)) != len(names):
+        raise ToolError(INVALID_ARGUMENT, f"argument 'query': a point repeats in {query!r}")
+    if len(names) == 1 and kind in _CIRCLE_QUERIES:
+        if fig.circle(names[0]) is None:
+            raise ToolError(INVALID_ARGUMENT, f"argument 'query': there is no circle about "
+                            f"{names[0]} in the figure")
+        return kind, names
+    need = {"length": 2, "distance": 2, "angle": 3}.get(kind)
+    if (need is None and len(names) < 3) or (need is not None and len(names) != need):
+        what = "a circle's centre, or " if kind in _CIRCLE_QUERIES else ""
+        raise ToolError(INVALID_ARGUMENT, f"argument 'query': '{kind}' takes {what}"
+                        f"{need or '3 or more'} points, got {len(names)} in {query!r}")
+    return kind, names
+
+
+def _sub(p, q):
+    return p[0] - q[0], p[1] - q[1]
+
+
+def _dot(u, v):
+    return u[0] * v[0] + u[1] * v[1]
+
+
+def _cross(u, v):
+    return u[0] * v[1] - u[1] * v[0]
+
+
+def _numeric(value: Any) -> complex | None:
+    try:
+        return complex(sympy.N(value, 30))
+    except (TypeError, ValueError):
+        return None
+
+
+class _Figure:
+    """A figure's points as sympy coordinates: given ones exact, unknown ones as symbols,
+    with the polynomial equations and side conditions its facts impose."""
+
+    def __init__(self, fig: formal.Figure, use_coordinates: bool):
+        self.fig = fig
+        self.picture = {n: (sympy.Rational(xy[0]), sympy.Rational(xy[1]))
+                        for n, xy in fig.points.items() if xy is not None}
+        self.coords: dict[str, tuple[Any, Any]] = dict(self.picture) if use_coordinates else {}
+        unknown = [n for n in fig.points if n not in self.coords]
+        if len(unknown) > MAX_UNKNOWN_POINTS:
+            raise ToolError(INVALID_ARGUMENT, f"argument 'figure': {len(unknown)} points to find "
+                            f"({', '.join(unknown)}); at most {MAX_UNKNOWN_POINTS}")
+        self.framed = bool(unknown) and not self.coords
+        if self.framed:
+            self._fix_frame(unknown)
+        for n in unknown:
+            self.coords.setdefault(n, (sympy.Symbol(f"x_{n}", real=True),
+                                       sympy.Symbol(f"y_{n}", real=True)))
+        self.equations: list[tuple[Any, formal.Fact]] = []
+        self.branches: list[tuple[list[Any], formal.Fact]] = []  # one equation of each holds
+        self.approximate = False  # whether decimals stand in for values without radicals
+        self.conditions: list[Callable[[dict], bool]] = []
+        self.notes: list[str] = []
+        for fact in fig.facts:
+            self._add(fact)
+
+    def _fix_frame(self, unknown: list[str]) -> None:
+        """No point has coordinates: put one at the origin and another on the positive x
+        axis (any figure can be moved there; mirror images stay, the picture picks)."""
+        order = [n for f in self.fig.facts for n in f.names]
+        order += [n for c in self.fig.circles for n in (c.centre, c.through) if n]
+        order += [n for s in self.fig.segments for n in s] + unknown
+        first = order[0]
+        self.coords[first] = (sympy.Integer(0), sympy.Integer(0))
+        linked = [f.names[1 - f.names.index(first)] for f in self.fig.facts
+                  if f.kind == "length" and first in f.names]
+        second = next((n for n in linked + order if n != first), None)
+        if second is not None:
+            self.coords[second] = (sympy.Symbol(f"x_{second}", positive=True), sympy.Integer(0))
+
+    def radius2(self, centre: str) -> Any:
+        """The squared radius of the circle about `centre`."""
+        c = self.fig.circle(centre)
+        if c.radius is not None:
+            return sympy.Rational(c.radius) ** 2
+        u = _sub(self.coords[c.through], self.coords[centre])
+        return _dot(u, u)
+
+    def _add(self, fact: formal.Fact) -> None:
+        p = [self.coords[n] for n in fact.names]
+        involved = list(p)
+        if fact.kind == "on_circle" and self.fig.circle(fact.names[1]).through:
+            involved.append(self.coords[self.fig.circle(fact.names[1]).through])
+        if all(v.is_number for xy in involved for v in xy):
+            if not self._holds(fact, p):
+                self.notes.append(f"the given '{_fact_text(fact)}' does not hold exactly in "
+                                  "the coordinates; they were used as given")
+            return
+        if fact.kind == "length":
+            u = _sub(p[0], p[1])
+            eq = _dot(u, u) - sympy.Rational(fact.value) ** 2
+        elif fact.kind == "angle":
+            u, w = _sub(p[0], p[1]), _sub(p[2], p[1])
+            theta = sympy.Rational(fact.value)
+            if theta == 90:
+                eq = _dot(u, w)
+            elif theta == 180:
+                eq = _cross(u, w)
+                self.conditions.append(lambda s, u=u, w=w: _positive(-_dot(u, w), s))
+            else:
+                # w is u turned by +theta or by -theta: two branches of degree 2, where
+                # dot(u, w)^2 = cos^2 |u|^2 |w|^2 would be one equation of degree 4.
+                cos, sin = sympy.cos(sympy.pi * theta / 180), sympy.sin(sympy.pi * theta / 180)
+                if cos.has(sympy.cos, sympy.sin) or sin.has(sympy.cos, sympy.sin):
+                    # no radicals for this angle (37 degrees): exact forms would only grow,
+                    # so the figure is computed with 50-digit decimals instead
+                    cos, sin = sympy.Float(sympy.N(cos, 50), 50), sympy.Float(sympy.N(sin, 50), 50)
+                    self.approximate = True
+                branches = [sympy.expand(cos * _cross(u, w) - sin * _dot(u, w)),
+                            sympy.expand(cos * _cross(u, w) + sin * _dot(u, w))]
+                self.branches.append((branches, fact))
+                sign = 1 if theta < 90 else -1
+                self.conditions.append(lambda s, u=u, w=w, k=sign: _positive(k * _dot(u, w), s))
+                return
+        elif fact.kind == "on_segment":
+            ab, ap = _sub(p[2], p[1]), _sub(p[0], p[1])
+            eq = _cross(ab, ap)
+            self.conditions.append(
+                lambda s, ab=ab, ap=ap: _positive(_dot(ab, ap) + _TOLERANCE, s)
+                and _positive(_dot(ab, ab) - _dot(ab, ap) + _TOLERANCE, s))
+        elif fact.kind == "on_circle":
+            u = _sub(p[0], p[1])
+            eq = _dot(u, u) - self.radius2(fact.names[1])
+        elif fact.kind == "perpendicular":
+            eq = _dot(_sub(p[1], p[0]), _sub(p[3], p[2]))
+        else:  # parallel
+            eq = _cross(_sub(p[1], p[0]), _sub(p[3], p[2]))
+        self.equations.append((sympy.expand(eq), fact))
+
+    def _holds(self, fact: formal.Fact, p: list[tuple[Any, Any]]) -> bool:
+        """Whether a fact about placed points holds (to a relative 1e-9)."""
+        q = [tuple((_numeric(v) or 0j).real for v in xy) for xy in p]
+        if fact.kind == "length":
+            return math.isclose(math.dist(q[0], q[1]), float(fact.value), rel_tol=_TOLERANCE)
+        if fact.kind == "angle":
+            u, w = _sub(q[0], q[1]), _sub(q[2], q[1])
+            degrees = math.degrees(math.atan2(abs(_cross(u, w)), _dot(u, w)))
+            return math.isclose(degrees, float(fact.value), rel_tol=_TOLERANCE)
+        if fact.kind == "on_circle":
+            r2 = (_numeric(self.radius2(fact.names[1])) or 0j).real
+            d2 = _dot(_sub(q[0], q[1]), _sub(q[0], q[1]))
+            return math.isclose(d2, r2, rel_tol=_TOLERANCE)
+        if fact.kind == "on_segment":
+            ab, ap = _sub(q[2], q[1]), _sub(q[0], q[1])
+            scale = _dot(ab, ab) + _dot(ap, ap)
+            return (abs(_cross(ab, ap)) <= _TOLERANCE * scale
+                    and -_TOLERANCE * scale <= _dot(ab, ap) <= _dot(ab, ab) * (1 + _TOLERANCE))
+        u, w = _sub(q[1], q[0]), _sub(q[3], q[2])
+        value = _dot(u, w) if fact.kind == "perpendicular" else _cross(u, w)
+        return abs(value) <= _TOLERANCE * math.hypot(*u) * math.hypot(*w)
+
+    def solve(self) -> list[dict[str, tuple[Any, Any]]]:
+        """Every real figure satisfying the facts, as point coordinates (possibly still
+        symbolic where the facts leave a point free).
+
+        Points are placed one at a time, as with ruler and compass: next is an unplaced
+        point whose own coordinates are the only unknowns left in at least as many facts
+        as it has unknown coordinates; those few equations are solved exactly, each root
+        giving one candidate figure. Facts whose points are all placed then only check the
+        candidates. What stays coupled is solved jointly at the end.
+        """
+        if len(self.branches) > MAX_ANGLE_FACTS:
+            raise ToolError(INVALID_ARGUMENT, f"argument 'figure': {len(self.branches)} angles "
+                            f"other than 90 and 180 degrees to solve for; at most "
+                            f"{MAX_ANGLE_FACTS}")
+        # each constraint: the equations one of which must hold (two for a turn by an angle)
+        pending = [[e] for e, _ in self.equations] + [b for b, _ in self.branches]
+        own = {n: {v for v in xy if isinstance(v, sympy.Symbol)}
+               for n, xy in self.coords.items()}
+        own = {n: s for n, s in own.items() if s}
+        known: set[Any] = set()
+        candidates: list[dict[Any, Any]] = [{}]
+        mirror_fixed = not self.framed
+
+        def unknowns(constraint) -> set[Any]:
+            return set().union(*(e.free_symbols for e in constraint)) - known
+
+        while own:
+            best = None
+            for name, symbols in own.items():
+                usable = [c for c in pending if unknowns(c) and unknowns(c) <= symbols]
+                if len(usable) >= len(symbols):
+                    key = (sum(len(c) > 1 for c in usable), -len(usable))
+                    if best is None or key < best[0]:
+                        best = (key, name, usable)
+            if best is None:
+                break
+            _, name, usable = best
+            symbols = sorted(own.pop(name), key=str)
+            placed = []
+            for cand in candidates:
+                for pick in itertools.product(*usable):
+                    eqs = [e.subs(cand) for e in pick]
+                    for sol in _solve_point(eqs, symbols):
+                        if all(_real(v) for v in sol.values()):
+                            placed.append({**cand, **sol})
+            if not self.approximate and any(sympy.count_ops(v) > MAX_EXACT_OPS
+                                            for c in placed for v in c.values()):
+                self.approximate = True  # exact forms have grown too large to handle
+            if self.approximate:
+                placed = [{k: _as_float50(v) for k, v in c.items()} for c in placed]
+            if not mirror_fixed and any(s.name.startswith("y_") for s in symbols):
+                # the free frame admits mirror images: keep the upper one (the picture and
+                # every queried value are mirror-blind)
+                y = next(s for s in symbols if s.name.startswith("y_"))
+                upper = [c for c in placed if not c.get(y, sympy.Integer(0)).is_number
+                         or (_numeric(c[y]) or 0j).real >= -1e-12]
+                placed, mirror_fixed = upper, True
+            candidates = _unique(placed)
+            if len(candidates) > MAX_CANDIDATES:
+                raise ToolError(EXECUTION_FAILED, f"more than {MAX_CANDIDATES} figures fit the "
+                                "facts so far; give more coordinates or facts")
+            known.update(symbols)
+            pending = [c for c in pending if c not in usable]
+        solutions = []
+        for cand in candidates:
+            rest = [[e.subs(cand) for e in c] for c in pending]
+            checks = [c for c in rest if not set().union(*(e.free_symbols for e in c))]
+            if not all(any(_is_zero(e) for e in c) for c in checks):
+                continue
+            coupled = [c for c in rest if c not in checks]
+            if not coupled:
+                solutions.append(cand)
+                continue
+            for pick in itertools.product(*coupled):
+                free = sorted(set().union(*(e.free_symbols for e in pick)), key=str)
+                for sol in _solve_exactly(list(pick), free):
+                    if all(_real(v) for v in sol.values()):
+                        solutions.append({**{k: v.subs(sol) for k, v in cand.items()}, **sol})
+        figures = []
+        for sol in solutions:
+            coords = {n: (sympy.sympify(x).subs(sol), sympy.sympify(y).subs(sol))
+                      for n, (x, y) in self.coords.items()}
+            values = [v for xy in coords.values() for v in xy]
+            if any(v.is_real is False for v in values):
+                continue
+            if any(v.is_number and abs((_numeric(v) or 0j).imag) > 1e-20 for v in values):
+                continue
+            if all(cond(sol) for cond in self.conditions):
+                figures.append(coords)
+        return figures
+
+    def orientation_match(self, coords: dict[str, tuple[Any, Any]]) -> int:
+        """How many point triples turn the same way as in the given coordinates."""
+        names = [n for n in self.picture if n in coords and all(v.is_number for v in coords[n])]
+        if len(names) < 3 or len(names) > 12:
+            return 0
+        score = 0
+        for a, b, c in itertools.combinations(names, 3):
+            seen = _cross(_sub(self.picture[b], self.picture[a]),
+                          _sub(self.picture[c], self.picture[a]))
+            got = _numeric(_cross(_sub(coords[b], coords[a]), _sub(coords[c], coords[a])))
+            if seen != 0 and got is not None and abs(got.real) > 1e-12:
+                score += 1 if (seen > 0) == (got.real > 0) else -1
+        return abs(score) if self.framed else score  # a free frame may be mirrored
+
+
+def _circle_form(eq: Any, x: Any, y: Any) -> tuple[Any, Any, Any, Any] | None:
+    """(a, b, c, d) with eq == a (x^2 + y^2) + b x + c y + d, or None if eq is not of that
+    form. Every fact is, once all points but one are placed: a circle or a line."""
+    eq = sympy.expand(eq)
+    try:
+        poly = sympy.Poly(eq, x, y)
+    except sympy.PolynomialError:
+        return None
+    terms = dict(poly.terms())
+    a = terms.pop((2, 0), sympy.Integer(0))
+    if terms.pop((0, 2), sympy.Integer(0)) != a:
+        return None
+    b, c = terms.pop((1, 0), sympy.Integer(0)), terms.pop((0, 1), sympy.Integer(0))
+    d = terms.pop((0, 0), sympy.Integer(0))
+    return None if terms else (a, b, c, d)
+
+
+def _tidy(value: Any) -> Any:
+    """Radicals out of denominators (exact values only; decimals are left alone)."""
+    return value if value.has(sympy.Float) else sympy.radsimp(value)
+
+
+def _quadratic_roots(a: Any, b: Any, c: Any) -> list[Any] | None:
+    """Real roots of a t^2 + b t + c (exact); None when every t is a root."""
+    if _is_zero(a):
+        if _is_zero(b):
+            return None if _is_zero(c) else []
+        return [_tidy(-c / b)]
+    disc = sympy.expand(b * b - 4 * a * c)
+    number = _numeric(disc)
+    if number is None:
+        return [(-b + sympy.sqrt(disc)) / (2 * a), (-b - sympy.sqrt(disc)) / (2 * a)]
+    scale = max(1.0, abs(_numeric(b * b) or 0), abs(_numeric(4 * a * c) or 0))
+    if abs(number.real) <= _TOLERANCE * scale:
+        return [_tidy(-b / (2 * a))]
+    if number.real < 0:
+        return []
+    root = sympy.sqrt(disc)
+    return [_tidy((-b + root) / (2 * a)), _tidy((-b - root) / (2 * a))]
+
+
+def _intersect(f: tuple, g: tuple, x: Any, y: Any) -> list[dict[Any, Any]] | None:
+    """Points on both circles-or-lines f and g; None when they do not fix a point."""
+    (a1, b1, c1, d1), (a2, b2, c2, d2) = f, g
+    if _is_zero(a1) and not _is_zero(a2):
+        (a1, b1, c1, d1), (a2, b2, c2, d2) = g, f
+    if not _is_zero(a2):  # two circles: their radical axis is a line through both points
+        b2, c2, d2 = (sympy.expand(a2 * b1 - a1 * b2), sympy.expand(a2 * c1 - a1 * c2),
+                      sympy.expand(a2 * d1 - a1 * d2))
+    if _is_zero(b2) and _is_zero(c2):
+        return None  # the same circle, or concentric
+    if _is_zero(a1):  # two lines
+        det = sympy.expand(b1 * c2 - b2 * c1)
+        if _is_zero(det):
+            return None
+        return [{x: _tidy((c1 * d2 - c2 * d1) / det),
+                 y: _tidy((b2 * d1 - b1 * d2) / det)}]
+    # a circle and the line b2 x + c2 y + d2 = 0: parametrise by the better-scaled unknown
+    if abs(_numeric(c2) or 0) >= abs(_numeric(b2) or 0):
+        t, other = x, y
+        other_of_t = -(b2 * t + d2) / c2
+    else:
+        t, other = y, x
+        other_of_t = -(c2 * t + d2) / b2
+    quad = sympy.expand(a1 * (t ** 2 + other_of_t ** 2) + b1 * (x if t == x else other_of_t)
+                        + c1 * (y if t == y else other_of_t) + d1)
+    coeffs = [quad.coeff(t, k) for k in (2, 1, 0)]
+    roots = _quadratic_roots(*coeffs)
+    if roots is None:
+        return None
+    return [{t: r, other: _tidy(other_of_t.subs(t, r))} for r in roots]
+
+
+def _solve_point(eqs: list[Any], symbols: list[Any]) -> list[dict[Any, Any]]:
+    """Exact real values of one point's unknown coordinates (x, or x and y) from facts
+    that only it leaves open; sympy.solve when they are not circles and lines."""
+    if len(symbols) == 2:
+        x, y = symbols
+        forms = [_circle_form(e, x, y) for e in eqs]
+        if all(f is not None for f in forms):
+            for i, j in itertools.combinations(range(len(forms)), 2):
+                found = _intersect(forms[i], forms[j], x, y)
+                if found is not None:
+                    return [sol for sol in found
+                            if all(_is_zero(e.subs(sol)) for e in eqs)]
+    elif len(symbols) == 1:
+        (x,) = symbols
+        for e in eqs:
+            e = sympy.expand(e)
+            if e.is_polynomial(x) and sympy.degree(e, x) <= 2:
+                roots = _quadratic_roots(e.coeff(x, 2), e.coeff(x, 1), e.coeff(x, 0))
+                if roots is not None:
+                    return [{x: r} for r in roots
+                            if all(_is_zero(f.subs(x, r)) for f in eqs)
+                            and (x.is_positive is not True or (_numeric(r) or 0j).real > 0)]
+    return _solve_exactly(eqs, symbols)
+
+
+def _solve_exactly(eqs: list[Any], symbols: list[Any]) -> list[dict[Any, Any]]:
+    cannot = ToolError(EXECUTION_FAILED, "sympy cannot solve the figure's facts exactly; give "
+                       "more points coordinates")
+    try:
+        found = sympy.solve(eqs, symbols, dict=True)
+    except NotImplementedError:
+        raise cannot from None
+    if not found and not _inconsistent(eqs, symbols):
+        raise cannot  # sympy.solve gave up without saying so
+    return found
+
+
+def _real(value: Any) -> bool:
+    if value.is_real is False:
+        return False
+    if value.is_number:
+        number = _numeric(value)
+        return number is None or abs(number.imag) <= 1e-20 * max(1.0, abs(number.real))
+    return True
+
+
+def _is_zero(value: Any) -> bool:
+    """Zero to 30 digits (exact arithmetic: a nonzero value is far from 1e-9 unless the
+    figure is nearly degenerate)."""
+    number = _numeric(value)
+    return number is not None and abs(number) <= _TOLERANCE
+
+
+def _unique(candidates: list[dict[Any, Any]]) -> list[dict[Any, Any]]:
+    out, seen = [], set()
+    for cand in candidates:
+        key = tuple(sorted((str(k), round((_numeric(v) or 0j).real, 9) if v.is_number
+                            else str(v)) for k, v in cand.items()))
+        if key not in seen:
+            seen.add(key)
+            out.append(cand)
+    return out
+
+
+def _as_float50(value: Any) -> Any:
+    return sympy.Float(sympy.re(sympy.N(value, 50)), 50) if value.is_number else value
+
+
+class _Crossing(Exception):
+    """The queried polygon crosses itself in this figure."""
+
+
+def _present(value: Any, kind: str, approximate: bool) -> tuple[str, dict[str, Any]]:
+    """'= exact ≈ decimal' (or '≈ decimal' when the figure was computed in decimals) and
+    its data entry. An angle within 1e-30 of a fraction of a degree with denominator <= 12
+    is shown as that fraction (nested radicals of acos rarely simplify)."""
+    if approximate or value.has(sympy.Float):
+        decimal, as_float = _decimal_text(value)
+        return f"≈ {decimal}", {"exact": None, "value": as_float}
+    if kind == "angle":
+        degrees = Decimal(str(sympy.N(value, 50)))
+        nearest = Fraction(degrees).limit_denominator(12)
+        if abs(Decimal(nearest.numerator) / nearest.denominator - degrees) < Decimal("1e-30"):
+            value = sympy.Rational(nearest.numerator, nearest.denominator)
+    if sympy.count_ops(value) <= 60:
+        value = sympy.sqrtdenest(sympy.simplify(value))
+    text, data = _show_value(value)
+    return f"= {text}", data
+
+
+def _positive(expr: Any, substitution: dict) -> bool:
+    """Whether expr >= 0 after substitution (True while it is still symbolic)."""
+    value = sympy.sympify(expr).subs(substitution)
+    if not value.is_number:
+        return True
+    number = _numeric(value)
+    return number is None or number.real >= -1e-12
+
+
+def _fact_text(fact: formal.Fact) -> str:
+    return formal.Figure(facts=[fact]).to_text().strip()
+
+
+def _simple_polygon(pts: list[tuple[complex, complex]]) -> bool:
+    """Whether no two non-adjacent edges of the polygon cross (numerically)."""
+    n = len(pts)
+    edges = [(pts[i], pts[(i + 1) % n]) for i in range(n)]
+
+    def side(p, q, r) -> float:
+        return (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
+
+    for i in range(n):
+        for j in range(i + 1, n):
+            if j == i + 1 or (i == 0 and j == n - 1):
+                continue
+            (p1, p2), (q1, q2) = edges[i], edges[j]
+            d1, d2 = side(q1, q2, p1), side(q1, q2, p2)
+            d3, d4 = side(p1, p2, q1), side(p1, p2, q2)
+            if d1 * d2 < 0 and d3 * d4 < 0:
+                return False
+    return True
+
+
+def _query_value(kind: str, names: list[str], coords: dict[str, tuple[Any, Any]],
+                 model: _Figure) -> Any:
+    """The queried quantity (exact sympy value) in one solved figure; None when the facts
+    leave it undetermined. Uses sympy.geometry on the point coordinates."""
+    involved = list(names)
+    circle = model.fig.circle(names[0]) if len(names) == 1 else None
+    if circle is not None and circle.through:
+        involved.append(circle.through)
+    if any(not v.is_number for n in involved for v in coords[n]):
+        return None
+    pts = [sympy.Point2D(*coords[n]) for n in names]
+    if circle is not None:
+        if circle.radius is not None:
+            r2 = sympy.Rational(circle.radius) ** 2
+        else:
+            u = _sub(coords[circle.through], coords[names[0]])
+            r2 = _dot(u, u)
+        r = sympy.sqrt(r2)
+        return {"radius": r, "diameter": 2 * r, "circumference": 2 * sympy.pi * r,
+                "perimeter": 2 * sympy.pi * r, "area": sympy.pi * r2}[kind]
+    if kind in ("length", "distance"):
+        return pts[0].distance(pts[1])
+    if kind == "angle":
+        if pts[0] == pts[1] or pts[2] == pts[1]:
+            raise ToolError(INVALID_ARGUMENT, f"argument 'query': the angle's arms have no "
+                            f"length ({names[1]} coincides with an end)")
+        angle = sympy.Ray(pts[1], pts[0]).angle_between(sympy.Ray(pts[1], pts[2]))
+        return angle * 180 / sympy.pi
+    numeric = [tuple((_numeric(v) or 0j).real for v in coords[n]) for n in names]
+    if not _simple_polygon(numeric):
+        raise _Crossing
+    if kind == "perimeter":
+        return sum(pts[i].distance(pts[(i + 1) % len(pts)]) for i in range(len(pts)))
+    polygon = sympy.Polygon(*pts)  # collapses to a Segment or Point when degenerate
+    return abs(polygon.area) if isinstance(polygon, sympy.Polygon) else sympy.Integer(0)
+
+
+class GeometrySolver(Tool):
+    """Computes a length, angle, area, perimeter, radius or circumference in a figure.
+
+    `figure` is in the formal figure language (diagram_to_formal emits it), one statement
+    a line: `point A (0, 0)`, `point P` (position unknown), `segment A B`, `circle O r=5`,
+    `circle O through A`, `length A B = 5`, `angle A B C = 60` (degrees, vertex in the
+    middle), `on P segment A B`, `on P circle O`, `perpendicular A B C D`, `parallel A B C D`.
+    `query`: "length A B", "angle A B C", "area A B C D" (polygon, vertices in order),
+    "perimeter A B C", "area O", "radius O", "diameter O" or "circumference O" (circle
+    about O). Numbers in the figure are integers, decimals or fractions (7/2). Given
+    coordinates are used exactly (integers give e.g. 5*sqrt(2), not 7.07); points without
+    coordinates are solved for from the facts (2 s limit): when two figures fit (e.g. two
+    sides and a non-included angle), both values are given. With use_coordinates=false
+    every point is solved for from the facts alone, the coordinates only choosing the
+    solution that looks like the picture: use it when the picture is not to scale. Answers
+    are exact plus a decimal (decimal only with angles like 37 degrees that have no radical
+    form), in the figure's units (pixels for a figure read from an image).
+    """
+
+    name = "geometry_solver"
+    family = "math"
+
+    class Arguments(ToolArguments):
+        figure: Annotated[str, Field(min_length=1, max_length=formal.MAX_CHARS,
+                                     description="the figure in the formal language, one "
+                                                 "statement a line")]
+        query: Annotated[str, Field(min_length=1, max_length=200,
+                                    description="what to compute, e.g. 'length A B', "
+                                                "'angle A B C', 'area A B C', 'radius O'")]
+        use_coordinates: Annotated[bool, Field(
+            description="use the given coordinates (default); false: solve every point "
+                        "from the facts, for figures not drawn to scale")] = True
+
+    def __init__(self, time_limit_s: float = DEFAULT_TIME_LIMIT_S):
+        self.time_limit_s = time_limit_s
+
+    def run(self, args: Arguments, ctx: ToolContext) -> ToolOutput:
+        try:
+            fig = formal.parse(args.figure)
+        except formal.FormalError as exc:
+            raise ToolError(INVALID_ARGUMENT, f"argument 'figure': {exc}") from None
+        kind, names = _query_names(args.query, fig)
+        with time_limit(self.time_limit_s, "solving the figure"), \
+                sympy_failures("solving the figure"):
+            model = _Figure(fig, args.use_coordinates)
+            figures = model.solve()
+            if not figures:
+                raise ToolError(INVALID_ARGUMENT, "argument 'figure': no real figure satisfies "
+                                "all its facts (check the given lengths and angles)")
+            values = []
+            for f in figures:
+                try:
+                    values.append((_query_value(kind, names, f, model), f))
+                except _Crossing:
+                    pass  # the vertices are not in order around a polygon in this figure
+            if not values:
+                raise ToolError(INVALID_ARGUMENT, f"argument 'query': the polygon "
+                                f"{' '.join(names)} crosses itself; list its vertices in order "
+                                "around it")
+            if any(v is None for v, _ in values):
+                raise ToolError(INVALID_ARGUMENT, f"argument 'figure': the facts do not fix "
+                                f"{kind} {' '.join(names)}; give more lengths, angles or "
+                                "coordinates")
+            groups = _distinct(values)
+            if len(groups) > 1 and model.picture:
+                best = max(model.orientation_match(f) for _, f in values)
+                groups = _distinct([(v, f) for v, f in values
+                                    if model.orientation_match(f) == best])
+            shown = [_present(v, kind, model.approximate) for v, _ in groups]
+        unit = " degrees" if kind == "angle" else ""
+        label = f"{kind} {' '.join(names)}"
+        if len(shown) == 1:
+            text = f"{label} {shown[0][0]}{unit}"
+        else:
+            text = (f"{label} is not determined: the facts allow "
+                    + " or ".join(t.lstrip("= ") + unit for t, _ in shown))
+        source = "the facts" if model.equations else "the coordinates"
+        lines = [text, f"(computed from {source})"] + model.notes[:5]
+        data = {"query": label, "status": "determined" if len(shown) == 1 else "ambiguous",
+                "values": [d for _, d in shown], **(shown[0][1] if len(shown) == 1 else {}),
+                "notes": model.notes[:5]}
+        return ToolOutput("\n".join(lines), [], data)
+
+
+def _distinct(values: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """One (value, figure) per numerically distinct value, in order."""
+    out: list[tuple[Any, Any]] = []
+    for value, figure in values:
+        number = _numeric(value)
+        if not any(number is not None and (n := _numeric(v)) is not None
+                   and abs(number - n) <= _TOLERANCE * max(1.0, abs(number)) for v, _ in out):
+            out.append((value, figure))
+    return out

@@ -5,8 +5,8 @@ A simulated model's `run_batch` sleeps `batch_ms + item_ms * n` (a fixed cost pe
 pass plus a small cost per item, as a GPU model behaves) and reports, in each result's data,
 the batch it ran in (`batch_id`, `batch_size`), the process (`pid`) and the tool instance.
 
-    PYTHONPATH=tests/tools_server vista-tools worker --port 9001 \\
-        --registry pool_test_tools:registry --tool-option sim_double.batch_ms=20
+    vista-tools worker --port 9001 --registry tools_server.testing.sim_tools:registry \\
+        --tool-option sim_double.batch_ms=20
 """
 
 from __future__ import annotations
