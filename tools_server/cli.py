@@ -1,6 +1,6 @@
 """`vista-tools`: run the tool server, or print the tool schemas.
 
-    vista-tools serve --host 127.0.0.1 --port 8765 [--max-body-mb 32] [--workers 4] ...
+    vista-tools serve --host 127.0.0.1 --port 8765 [--max-body-mb 32] [--threads 2] ...
     vista-tools serve --local-workers 2 [--worker-max-batch 16] ...   # + workers for model-backed tools
     vista-tools serve --worker http://10.0.0.5:9001 --worker ...        # workers on other hosts
     vista-tools worker --port 9001 [--tools ocr,detect_objects] [--max-batch 16] [--max-wait-ms 5]
@@ -40,7 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     add("--max-store-mb", type=float, default=defaults.max_store_mb, help="image store budget, MiB")
     add("--max-image-pixels", type=int, default=defaults.max_image_pixels,
         help="largest image accepted, pixels")
-    add("--workers", type=int, default=defaults.workers, help="tool worker threads")
+    add("--threads", type=int, default=defaults.threads,
+        help="threads for CPU-bound tools (default: one per core)")
+    add("--blocking-threads", type=int, default=defaults.blocking_threads,
+        help="threads for tools that wait on a subprocess (python)")
     add("--max-pending", type=int, default=defaults.max_pending,
         help="calls admitted at once before answering 'overloaded'")
     add("--call-timeout-s", type=float, default=defaults.call_timeout_s, help="call deadline, s")
@@ -95,7 +98,8 @@ async def _serve(args: argparse.Namespace) -> None:
                          "--allow-unauthenticated")
     config = ServerConfig(host=args.host, port=args.port, max_body_mb=args.max_body_mb,
                           max_images=args.max_images, max_store_mb=args.max_store_mb,
-                          max_image_pixels=args.max_image_pixels, workers=args.workers,
+                          max_image_pixels=args.max_image_pixels, threads=args.threads,
+                          blocking_threads=args.blocking_threads,
                           max_pending=args.max_pending, call_timeout_s=args.call_timeout_s,
                           max_batch=args.max_batch, auth_token=token,
                           drain_timeout_s=args.drain_timeout_s)

@@ -99,6 +99,9 @@ class Tool:
     family: ClassVar[str]
     Arguments: ClassVar[type[ToolArguments]]
     model_backed: ClassVar[bool] = False
+    # True for tools that mostly wait rather than compute (a subprocess): the server runs them
+    # on a separate thread pool, so that they cannot hold every CPU thread.
+    blocking: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -329,7 +329,7 @@ def test_overloaded_is_429_for_call_and_a_result_in_batch():
         resp = await client.post("/v1/call", json={"name": "nope", "arguments": {}})
         assert resp.status == 200
 
-    serve(fn, ServerConfig(max_pending=1, workers=1), extra_tools=[Sleepy])
+    serve(fn, ServerConfig(max_pending=1, threads=1), extra_tools=[Sleepy])
 
 
 def test_deadline_gives_timeout_and_holds_the_slot_until_the_thread_ends():
@@ -343,7 +343,7 @@ def test_deadline_gives_timeout_and_holds_the_slot_until_the_thread_ends():
         assert (await call(client, "calculator", {"expression": "1"}))["ok"]
         assert await healthy(client)
 
-    serve(fn, ServerConfig(max_pending=1, workers=1, call_timeout_s=0.2), extra_tools=[Sleepy])
+    serve(fn, ServerConfig(max_pending=1, threads=1, call_timeout_s=0.2), extra_tools=[Sleepy])
 
 
 def test_tool_crash_is_execution_failed_and_metrics_count_it():
@@ -370,7 +370,7 @@ def test_concurrent_calls_run_off_the_event_loop():
         resp = await pending
         assert all(r["ok"] for r in (await resp.json())["results"])
 
-    serve(fn, ServerConfig(workers=2), extra_tools=[Sleepy])
+    serve(fn, ServerConfig(threads=2), extra_tools=[Sleepy])
 
 
 def test_image_store_is_bounded_lru_and_thread_safe():
@@ -436,3 +436,38 @@ def test_drain_finishes_admitted_calls_and_refuses_new_ones():
         assert await drained is True and service.pending == 0
 
     serve(fn, extra_tools=(Sleepy,))
+
+
+class Waiting(Sleepy):
+    """Sleeps on the blocking pool, as the python tool waits on its subprocess (test tool)."""
+
+    name = "waiting"
+    blocking = True
+
+
+def test_blocking_tools_cannot_starve_the_cpu_threads():
+    async def fn(client):
+        waits = [asyncio.create_task(call(client, "waiting", {"seconds": 0.6})) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        t0 = time.perf_counter()
+        quick = await call(client, "calculator", {"expression": "6*7"})
+        assert quick["text"] == "42" and time.perf_counter() - t0 < 0.4
+        assert all(r["ok"] for r in await asyncio.gather(*waits))
+
+    serve(fn, ServerConfig(threads=1, blocking_threads=4), extra_tools=[Waiting])
+
+
+def test_batch_calls_share_threads_and_a_slow_one_does_not_hold_up_the_rest():
+    async def fn(client):
+        service = client.app[SERVICE]
+        calls = [{"name": "sleepy", "arguments": {"seconds": 0.6}}] + [
+            {"name": "calculator", "arguments": {"expression": f"{i}+1"}} for i in range(20)]
+        resp = await client.post("/v1/batch", json={"calls": calls})
+        results = (await resp.json())["results"]
+        assert results[0]["error"]["code"] == reg.TIMEOUT  # past the 0.3 s deadline
+        assert [r["text"] for r in results[1:]] == [str(i + 1) for i in range(20)]
+        assert service.pending >= 1  # the sleeper's slot is held until its thread ends
+        await asyncio.sleep(0.5)
+        assert service.pending == 0
+
+    serve(fn, ServerConfig(threads=2, call_timeout_s=0.3), extra_tools=[Sleepy])

@@ -64,6 +64,7 @@ class Python(Tool):
 
     name = "python"
     family = "math"
+    blocking = True  # a thread waits on the sandboxed process for up to timeout_s
 
     class Arguments(ToolArguments):
         code: Annotated[str, Field(
