@@ -33,6 +33,8 @@ EXTRAS = {
         "pytest>=8",
         "pytest-timeout>=2.3",
         "hypothesis>=6.100",
+        # The Ray pool's test starts a small local Ray instance (~10 s).
+        "ray>=2.40",
         # CPU build only: `torch==2.13.0` resolves to the local CPU wheel on our machines,
         # while a bare `torch` pulls a multi-GB CUDA build. Used only by the parity tests.
         "torch==2.13.0",
