@@ -80,9 +80,7 @@ class _Context:
     def image(self, image_id: str, *, argument: str = "image"):
         item = self._store.get(image_id) if IMAGE_ID_RE.match(image_id) else None
         if item is None:
-            raise ToolError(reg.IMAGE_NOT_FOUND,
-                            f"argument '{argument}': image {image_id!r} not found (upload it "
-                            "first, or use an id from the task or a tool result)")
+            raise reg.image_not_found(image_id, argument)
         return item.image
 
     def add_image(self, image) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
 import logging
 import os
@@ -21,6 +20,7 @@ import sys
 from tools_server import pool as pool_lib
 from tools_server import worker as worker_lib
 from tools_server.app import SERVICE, ServerConfig, create_app
+from tools_server.process_args import add_process_arguments, auth_token
 
 log = logging.getLogger("tools_server")
 
@@ -48,16 +48,7 @@ def _parser() -> argparse.ArgumentParser:
         help="calls admitted at once before answering 'overloaded'")
     add("--call-timeout-s", type=float, default=defaults.call_timeout_s, help="call deadline, s")
     add("--max-batch", type=int, default=defaults.max_batch, help="calls per /v1/batch request")
-    add("--auth-token-file",
-        help="file holding the bearer token clients must send (or set VISTA_TOOLS_TOKEN)")
-    add("--allow-unauthenticated", action="store_true",
-        help="allow binding a non-loopback address without a token")
-    add("--drain-timeout-s", type=float, default=defaults.drain_timeout_s,
-        help="on SIGTERM, longest wait for admitted calls to finish, s")
-    add("--exit-with-parent", action="store_true",
-        help="stop when the process that started this one exits (local subprocess use)")
-    add("--access-log", action="store_true", help="log every request")
-    add("--log-level", default="INFO", help="logging level (default: %(default)s)")
+    add_process_arguments(serve, drain_timeout_s=defaults.drain_timeout_s, client="clients")
     pool_lib.add_serve_arguments(serve)
     worker_lib.add_worker_parser(sub)
     lst = sub.add_parser("list", help="print the tool schemas (the /v1/tools body) as JSON")
@@ -65,37 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _auth_token(args: argparse.Namespace) -> str | None:
-    """The token from --auth-token-file or VISTA_TOOLS_TOKEN; SystemExit if unusable."""
-    if args.auth_token_file:
-        try:
-            with open(args.auth_token_file, encoding="utf-8") as f:
-                token = f.read().strip()
-        except OSError as exc:
-            raise SystemExit(f"--auth-token-file: cannot read {args.auth_token_file}: {exc}")
-        if not token:
-            raise SystemExit(f"--auth-token-file: {args.auth_token_file} is empty")
-        return token
-    return os.environ.get("VISTA_TOOLS_TOKEN") or None
-
-
 async def _serve(args: argparse.Namespace) -> None:
     from aiohttp import web
 
-    token = _auth_token(args)
-    if token is None and not _is_loopback(args.host) and not args.allow_unauthenticated:
-        raise SystemExit(f"--host {args.host} is not a loopback address: set a bearer token "
-                         "(--auth-token-file or VISTA_TOOLS_TOKEN), or pass "
-                         "--allow-unauthenticated")
+    token = auth_token(args)
     config = ServerConfig(host=args.host, port=args.port, max_body_mb=args.max_body_mb,
                           max_images=args.max_images, max_store_mb=args.max_store_mb,
                           max_image_pixels=args.max_image_pixels, threads=args.threads,

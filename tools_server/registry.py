@@ -49,6 +49,12 @@ class ToolError(Exception):
         return error_result(self.code, self.message)
 
 
+def image_not_found(image_id: str, argument: str = "image") -> ToolError:
+    """The error for an image id that names no stored image (the front's or a worker's)."""
+    return ToolError(IMAGE_NOT_FOUND, f"argument '{argument}': image {image_id!r} not found "
+                     "(upload it first, or use an id from the task or a tool result)")
+
+
 def ok_result(text: str, images: list[str] | None = None,
               data: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"ok": True, "text": text, "images": list(images or []), "data": dict(data or {})}

@@ -59,6 +59,7 @@ from aiohttp import web
 
 from tools_server import registry as reg
 from tools_server.images import IMAGE_ID_RE, ImageStore, InvalidImage, StoredImage
+from tools_server.process_args import add_process_arguments, auth_token
 from tools_server.registry import (Tool, ToolArguments, ToolError, ToolOutput, ToolRegistry,
                                    error_result)
 
@@ -337,9 +338,7 @@ class _CallContext:
     def image(self, image_id: str, *, argument: str = "image"):
         item = self._images.get(image_id)
         if item is None:
-            raise ToolError(reg.IMAGE_NOT_FOUND,
-                            f"argument '{argument}': image {image_id!r} not found (upload it "
-                            "first, or use an id from the task or a tool result)")
+            raise reg.image_not_found(image_id, argument)
         return item.image
 
     def add_image(self, image) -> str:
@@ -754,16 +753,7 @@ def add_worker_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
     add("--max-body-mb", type=float, default=d.max_body_mb, help="largest request body, MiB")
     add("--max-images", type=int, default=d.max_images, help="images kept in the cache")
     add("--max-store-mb", type=float, default=d.max_store_mb, help="image cache budget, MiB")
-    add("--auth-token-file",
-        help="file holding the bearer token the front must send (or set VISTA_TOOLS_TOKEN)")
-    add("--allow-unauthenticated", action="store_true",
-        help="allow binding a non-loopback address without a token")
-    add("--drain-timeout-s", type=float, default=d.drain_timeout_s,
-        help="longest drain on SIGTERM, s (default: %(default)s)")
-    add("--exit-with-parent", action="store_true",
-        help="stop when the process that started this one exits (local subprocess use)")
-    add("--access-log", action="store_true", help="log every request")
-    add("--log-level", default="INFO", help="logging level (default: %(default)s)")
+    add_process_arguments(p, drain_timeout_s=d.drain_timeout_s, client="the front")
     return p
 
 
@@ -775,13 +765,7 @@ def _write_port_file(path: str, port: int) -> None:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from tools_server.cli import _auth_token, _is_loopback  # the front's token rules
-
-    token = _auth_token(args)
-    if token is None and not _is_loopback(args.host) and not args.allow_unauthenticated:
-        raise SystemExit(f"--host {args.host} is not a loopback address: set a bearer token "
-                         "(--auth-token-file or VISTA_TOOLS_TOKEN), or pass "
-                         "--allow-unauthenticated")
+    token = auth_token(args)
     config = WorkerConfig(host=args.host, port=args.port, max_batch=args.max_batch,
                           max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                           max_body_mb=args.max_body_mb, max_images=args.max_images,

@@ -7,20 +7,7 @@ from PIL import Image
 
 from tools_server.registry import INVALID_ARGUMENT, ToolError
 from tools_server.tools import default_registry
-
-
-class Context:
-    """Serves one image under any id and keeps what the tool adds."""
-
-    def __init__(self, image):
-        self.source, self.added = image, []
-
-    def image(self, image_id, *, argument="image"):
-        return self.source
-
-    def add_image(self, image):
-        self.added.append(image)
-        return f"img{len(self.added):08d}"
+from tools_server.testing.contexts import RecordingContext as Context
 
 
 def run(name, image, **arguments):

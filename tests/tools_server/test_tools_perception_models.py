@@ -13,21 +13,8 @@ from tools_server.registry import INVALID_ARGUMENT, ToolError
 from tools_server.tools import default_registry, perception
 from tools_server.tools.perception import (CountObjects, DetectObjects, DominantColors, Ocr,
                                            QueryClause, Zoom, classify_shape, parse_scene_query)
+from tools_server.testing.contexts import RecordingContext as Context
 from vista_jax.env.tasks import render_scene as rs
-
-
-class Context:
-    """Serves one image under any id and keeps what the tool adds."""
-
-    def __init__(self, image):
-        self.source, self.added = image, []
-
-    def image(self, image_id, *, argument="image"):
-        return self.source
-
-    def add_image(self, image):
-        self.added.append(image)
-        return f"img{len(self.added):08d}"
 
 
 def call(tool, image, **arguments):
