@@ -14,18 +14,22 @@ import asyncio
 import http.client
 import io
 import json
+import math
 import threading
 
+import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from tools_server.app import ServerConfig, create_app  # noqa: E402
-from tools_server.registry import ERROR_CODES, EXECUTION_FAILED  # noqa: E402
+from tools_server.registry import ERROR_CODES, EXECUTION_FAILED, TIMEOUT  # noqa: E402
 from tools_server.tools import default_registry  # noqa: E402
+from vista_jax.env.tasks.render import render_bar_chart, render_points_diagram  # noqa: E402
+from vista_jax.env.tasks.render_scene import random_scene  # noqa: E402
 
 _REGISTRY = default_registry()
 _SCHEMAS = {t.name: t.parameters_schema() for t in _REGISTRY}
@@ -71,14 +75,29 @@ class _Server:
         self.thread.join(10)
 
 
+def _images() -> list[Image.Image]:
+    """What the readers really parse (a chart, a diagram, a scene, text) and what they must
+    refuse cleanly (noise, a one-pixel image)."""
+    rng = np.random.default_rng(0)
+    text = Image.new("RGB", (160, 40), "white")
+    ImageDraw.Draw(text).text((6, 8), "Total 42", fill="black", font=ImageFont.load_default(size=18))
+    return [render_bar_chart(["Red", "Blue", "Gold"], [12, 88, 45], seed=1),
+            render_points_diagram({"A": (40, 40), "B": (200, 60), "C": (120, 180)}),
+            random_scene(3, 5)[0], text,
+            Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)),
+            Image.new("RGB", (1, 1), (200, 30, 30))]
+
+
 @pytest.fixture(scope="module")
 def server():
     srv = _Server()
-    buf = io.BytesIO()
-    Image.new("RGB", (48, 32), (200, 30, 30)).save(buf, format="PNG")
-    status, body = srv.request("POST", "/v1/images", buf.getvalue(), "image/png")
-    assert status == 200
-    srv.image_id = json.loads(body)["image_id"]
+    srv.image_ids = []
+    for image in _images():
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        status, body = srv.request("POST", "/v1/images", buf.getvalue(), "image/png")
+        assert status == 200
+        srv.image_ids.append(json.loads(body)["image_id"])
     yield srv
     srv.close()
 
@@ -90,39 +109,64 @@ json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=
                            max_leaves=12)
 
 
-def _value_for(schema: dict, image_id: str) -> st.SearchStrategy:
-    """Mostly plausible values for one property (right type, edge-ish sizes), else anything."""
+def _valid_for(schema: dict, image_ids: list[str]) -> st.SearchStrategy:
+    """Values that follow the property's schema (type, enum, bounds, lengths)."""
+    if "anyOf" in schema:
+        return st.one_of(*(_valid_for(sub, image_ids) for sub in schema["anyOf"]))
+    if "enum" in schema:
+        return st.sampled_from(schema["enum"])
     kind = schema.get("type")
-    if "image" in json.dumps(schema).lower() and kind == "string":
-        plausible = st.sampled_from([image_id, "0" * 64, "../../etc/passwd", ""])
-    elif kind == "integer":
-        plausible = st.integers(-5, 2000)
-    elif kind == "number":
-        plausible = st.floats(-1e3, 1e3, allow_nan=False) | st.integers(-50, 50)
-    elif kind == "boolean":
-        plausible = st.booleans()
-    elif kind == "array":
-        plausible = st.lists(st.integers(-5, 80) | st.text(max_size=6), max_size=6)
-    elif kind == "string":
-        plausible = (st.sampled_from(["1+1", "x**2 - 4 = 0", "A", "B", "red circle", "(1,2)"])
-                     | st.text(max_size=30))
-    else:
-        plausible = json_values
-    return st.one_of(plausible, plausible, json_values)
+    if kind == "null":
+        return st.none()
+    if kind == "string":
+        if "image" in json.dumps(schema).lower():
+            return st.sampled_from(image_ids)
+        return st.sampled_from(["1+1", "x**2 - 4 = 0", "2*x + 3 = 11", "A", "B", "C",
+                                "red circle", "circles", "all objects", "value",
+                                "point A (0, 0)\npoint B (4, 0)\npoint C (0, 3)\nsegment A B",
+                                "length A B", "angle A B C", "area A B C",
+                                "print(sum(range(10)))"]) | st.text(max_size=30)
+    if kind in ("integer", "number"):
+        lo = schema.get("minimum", schema.get("exclusiveMinimum", -50))
+        hi = schema.get("maximum", schema.get("exclusiveMaximum", 400))
+        ints = st.integers(int(math.ceil(lo)), int(math.floor(hi)))
+        if kind == "integer":
+            return ints
+        return ints | st.floats(lo, hi, allow_nan=False, exclude_min="exclusiveMinimum" in schema,
+                                exclude_max="exclusiveMaximum" in schema)
+    if kind == "boolean":
+        return st.booleans()
+    if kind == "array":
+        items = schema.get("items", {})
+        lo, hi = schema.get("minItems", 0), min(schema.get("maxItems", 8), 8)
+        element = (st.integers(0, 330) if items.get("type") == "integer"
+                   else _valid_for(items, image_ids))
+        return st.lists(element, min_size=lo, max_size=max(lo, hi))
+    return json_values
+
+
+def _value_for(schema: dict, image_ids: list[str]) -> st.SearchStrategy:
+    """Mostly schema-valid values (so the tools' own code runs), else edge cases or anything."""
+    edge = st.sampled_from(["0" * 64, "../../etc/passwd", "", -1, 10**9, [], [0, 0, 0, 0]])
+    return st.integers(0, 9).flatmap(lambda roll: _valid_for(schema, image_ids) if roll > 1
+                                     else edge if roll else json_values)
 
 
 @st.composite
-def tool_calls(draw, image_id: str):
-    name = draw(st.sampled_from(sorted(_SCHEMAS)) | st.text(max_size=12))
-    props = _SCHEMAS.get(name, {}).get("properties", {})
+def tool_calls(draw, image_ids: list[str]):
+    name = draw(st.sampled_from(sorted(_SCHEMAS)) if draw(st.integers(0, 9))
+                else st.text(max_size=12))
+    schema = _SCHEMAS.get(name, {})
+    required = set(schema.get("required", ()))
     args = {}
-    for key, sub in props.items():
-        if draw(st.integers(0, 4)):  # usually present, sometimes missing
-            args[key] = draw(_value_for(sub, image_id))
-    if draw(st.integers(0, 5)) == 0:
+    for key, sub in schema.get("properties", {}).items():
+        roll = draw(st.integers(0, 9))
+        if roll > (0 if key in required else 4):  # required: mostly present; optional: half
+            args[key] = draw(_value_for(sub, image_ids))
+    if draw(st.integers(0, 9)) == 0:
         args[draw(st.text(min_size=1, max_size=8))] = draw(json_values)
     envelope = {"name": name, "arguments": args}
-    if draw(st.integers(0, 9)) == 0:  # sometimes a broken envelope
+    if draw(st.integers(0, 19)) == 0:  # sometimes a broken envelope
         envelope = draw(st.sampled_from([{"name": name}, {"arguments": args}, [name, args],
                                          {"name": 3, "arguments": args},
                                          {"name": name, "arguments": [1]}]))
@@ -137,7 +181,9 @@ def _check_result(result):
     else:
         assert result["error"]["code"] in ERROR_CODES, result
         assert isinstance(result["error"]["message"], str) and result["error"]["message"]
-        # An exception a tool did not turn into a ToolError is a tool bug, not bad input.
+        # A call that runs into the deadline here is a denial of service (the fuzz inputs are
+        # small), and an exception a tool did not turn into a ToolError is a tool bug.
+        assert result["error"]["code"] != TIMEOUT, result
         assert not (result["error"]["code"] == EXECUTION_FAILED
                     and result["error"]["message"].startswith("tool '")), result
 
@@ -148,14 +194,14 @@ def _check_http_error(status, body):
     assert isinstance(err["code"], str) and isinstance(err["message"], str)
 
 
-_SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
+_SETTINGS = settings(max_examples=400, deadline=None, derandomize=True,
                      suppress_health_check=list(HealthCheck))
 
 
 @_SETTINGS
 @given(data=st.data())
 def test_fuzz_call(server, data):
-    envelope = data.draw(tool_calls(server.image_id))
+    envelope = data.draw(tool_calls(server.image_ids))
     status, body = server.request("POST", "/v1/call", json.dumps(envelope).encode())
     if status == 200:
         _check_result(json.loads(body))
@@ -167,7 +213,7 @@ def test_fuzz_call(server, data):
           suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_fuzz_batch(server, data):
-    calls = data.draw(st.lists(tool_calls(server.image_id), max_size=6))
+    calls = data.draw(st.lists(tool_calls(server.image_ids), max_size=6))
     status, body = server.request("POST", "/v1/batch", json.dumps({"calls": calls}).encode())
     if status == 200:
         results = json.loads(body)["results"]
