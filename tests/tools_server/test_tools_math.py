@@ -79,3 +79,52 @@ def test_statistics_exact_decimals_and_refusals():
     tool, args = reg.validate("statistics", {"values": [1e308, 1e308, -1e308]})
     out = tool.run(args, None)  # huge spreads are shown, and not representable floats are None
     assert out.data["variance"] is None and "variance: " in out.text
+
+
+# Six radicals to the 100th power multiply out to C(105, 5) = 96,560,646 terms: gcd, % and
+# floor used to expand them on the spot (killed after 15 s; without a time limit).
+RADICALS = "(sqrt(2)+sqrt(3)+sqrt(5)+sqrt(7)+sqrt(11)+sqrt(13))"
+
+
+@pytest.mark.parametrize("expression", [
+    f"gcd({RADICALS}^100, 2)", f"{RADICALS}^100 % 7", f"floor({RADICALS}^100)",
+    f"{RADICALS}^100 // 7", f"lcm({RADICALS}^50, 3)",
+])
+def test_calculator_refuses_huge_expansions_at_once(expression):
+    start = time.thread_time()  # CPU time of this thread: robust to a loaded machine
+    with pytest.raises(ToolError) as info:
+        evaluate_expression(expression)
+    assert time.thread_time() - start < 0.1
+    assert info.value.code == INVALID_ARGUMENT and "argument 'expression'" in info.value.message
+    assert "terms once multiplied out" in info.value.message
+
+
+def test_calculator_gcd_of_irrationals_is_refused_and_of_fractions_computed():
+    with pytest.raises(ToolError) as info:
+        evaluate_expression("gcd(sqrt(2), 2)")  # sympy spent 7 s on gcd(radical sums)
+    assert "gcd() takes whole numbers or fractions" in info.value.message
+    assert evaluate_expression("gcd(12, 18) + lcm(1/2, 1/3)")[0] == "7"
+
+
+def test_calculator_time_limit():
+    from tools_server.registry import TIMEOUT
+    from tools_server.tools.math_tools import Calculator
+    tool = Calculator(time_limit_s=0.2)
+    start = time.perf_counter()
+    with pytest.raises(ToolError) as info:  # sympy looks for an exact root: 3 s uninterrupted
+        tool.run(tool.Arguments(expression="sqrt(2^9000+1)"), None)
+    assert info.value.code == TIMEOUT and time.perf_counter() - start < 1.5
+    assert tool.run(tool.Arguments(expression="2^10"), None).text == "1024"
+
+
+def test_cancelling_terms_are_not_shown_as_rounding_noise(monkeypatch):
+    # were '-1.08533e-165' (a zero) and '3.15544e-30' (really 1.71978e-136)
+    assert evaluate_expression("sin(1)^2 + cos(1)^2 - 1")[:2] == (
+        "≈ 0 (below 1e-1471; it may be exactly 0)", 0.0)
+    text, value, _ = evaluate_expression("sqrt(2^900+1) - 2^450")
+    assert text == "1.71978e-136" and value == pytest.approx(1.7197762835371747e-136)
+    from tools_server.tools import math_tools
+    monkeypatch.setattr(math_tools, "CANCELLATION_DIGITS", 40)
+    with pytest.raises(ToolError) as info:
+        evaluate_expression("sqrt(2^900+1) - 2^450")
+    assert info.value.code == INVALID_ARGUMENT and "cancel beyond 40 digits" in info.value.message

@@ -5,6 +5,7 @@ import sys
 import time
 
 import pytest
+import sympy
 
 from tools_server.registry import EXECUTION_FAILED, INVALID_ARGUMENT, TIMEOUT, ToolError
 from tools_server.tools import default_registry, math_tools
@@ -171,11 +172,106 @@ def test_simplify_shows_decimals_for_numbers_and_refuses_bad_input():
 
 
 def test_simplify_time_limit():
+    # within the expansion bound (5456 terms) but 1.4 s to expand: the trace limit stops it
     tool = math_tools.Simplify(time_limit_s=0.2)
     start = time.perf_counter()
     with pytest.raises(ToolError) as info:
-        tool.run(tool.Arguments(expression="(x + y + z + 1)^60", mode="expand"), None)
+        tool.run(tool.Arguments(expression="(x + y + z + 1)^30", mode="expand"), None)
     assert info.value.code == TIMEOUT and time.perf_counter() - start < 1.5
+
+
+# ------------------------------------------------------------------ expansion bounds
+
+BLOWUP = "(a+b+c+d+e+f)^100"  # C(105, 5) = 96,560,646 terms: 53 s, then MemoryError at 2 GB
+
+
+@pytest.mark.parametrize("name, arguments, argument, fragment", [
+    ("simplify", {"expression": BLOWUP, "mode": "expand"}, "expression", "96,560,646 terms"),
+    ("simplify", {"expression": BLOWUP + "-1"}, "expression", "96,560,646 terms"),
+    ("solve_equation", {"equations": BLOWUP + " = 1", "variables": ["a"]}, "equations",
+     "96,560,646 terms"),
+    ("solve_equation", {"equations": ["x = 1", "y = " + BLOWUP]}, "equations[1]", "terms"),
+    # sympy multiplied these out while parsing, before any time limit
+    ("simplify", {"expression": "gcd((a+b+c+d+e1+f)^100, a)"}, "expression", "terms"),
+    ("simplify", {"expression": "(a+b+c+d+e1+f)^100 % 7"}, "expression", "terms"),
+    ("simplify", {"expression": "floor((a+b+c+d+f+g)^99)"}, "expression", "terms"),
+    ("simplify", {"expression": "sqrt((a+b+c+d+f+g)^99)", "mode": "expand"}, "expression",
+     "terms"),
+    ("simplify", {"expression": "(a+b+c+d+f+g)^(n+100)", "mode": "expand"}, "expression",
+     "terms"),
+    # each fraction is small; over a common denominator 462 * 462 = 213,444 terms
+    ("simplify", {"expression": "1/(a+b+c+d+e1+f)^6 + 1/(a+b+c+d+e1+g)^6"}, "expression",
+     "213,444 terms"),
+    # few terms, huge degree: solve built a dense Poly of degree 10^8 for 42 s
+    ("solve_equation", {"equations": "(((x^100)^100)^100)^100 = 1"}, "equations",
+     "x**10000 has degree 10000"),
+    ("simplify", {"expression": "((x^100)^100) - 1", "mode": "factor"}, "expression",
+     "degree 10000"),
+])
+def test_expansions_too_large_are_refused_at_once(name, arguments, argument, fragment):
+    start = time.thread_time()  # CPU time of this thread: robust to a loaded machine
+    error = refused(name, **arguments)
+    assert time.thread_time() - start < 0.1
+    assert error.code == INVALID_ARGUMENT
+    assert f"argument '{argument}'" in error.message and fragment in error.message
+
+
+@pytest.mark.parametrize("expression", [
+    "(x + 1)^100", "(a + b + c)^10", "(x + y + z + 1)^20", "(x - 1)^50 (x + 1)^50",
+    "1/(x + 1) + 1/(x - 1) + 1/(x + 2)^3", "(sqrt(2) + sqrt(3))^50", "sin(x + y)^2 (x + 1)^12",
+    "(x^2 + 2x + 1)/(x + 1) - x", "exp(x + 2)^3 (a + b)^5", "(a + b)^(n + 3)", "(x^100)^10 + y",
+    "((2x + 3y - 5)^2 + (x - y)^2)^3", "(a/b + c/d)^4",
+])
+def test_school_algebra_is_within_the_bounds_and_the_estimate_bounds_sympy(expression):
+    value = math_tools.build_expression(expression, variables=True)
+    growth = math_tools._growth(value, {})
+    numerator, denominator = sympy.fraction(sympy.together(value))
+    for part, bound in ((numerator, growth.num_terms), (denominator, growth.den_terms)):
+        expanded = sympy.expand(part)
+        assert len(sympy.Add.make_args(expanded)) <= bound
+    assert max(growth.num_terms, growth.den_terms) <= math_tools.MAX_EXPANDED_TERMS
+    assert math_tools._growth(math_tools.build_expression("(x+y+z+1)^20", variables=True),
+                              {}).num_terms == 1771  # exact for one power of a sum
+
+
+def test_descriptions_say_what_the_limits_guarantee():
+    for name in ("simplify", "solve_equation"):
+        text = " ".join(REGISTRY.get(name).description.split())
+        assert "10,000 terms" in text and "refused at once" in text
+        assert "stopped with a timeout error" in text and "may overrun" in text
+
+
+# ------------------------------------------------------------------ e, E, I and pi
+
+def test_e_beside_variables_is_noted_as_eulers_number():
+    out = call("simplify", expression="(a+b+c+d+e+f)", mode="factor")
+    assert out.data["exact"] == "a + b + c + d + f + E"
+    note = ("note: e is Euler's number 2.71828... (printed E), not a variable; rename a "
+            "variable called e (e.g. e1)")
+    assert out.text == f"a + b + c + d + f + E\n{note}" and out.data["notes"] == [note]
+    out = call("simplify", expression="(a+b+c+d+e1+f)", mode="factor")
+    assert out.text == "a + b + c + d + e1 + f" and "notes" not in out.data
+    out = call("solve_equation", equations="E = m*c^2", variables=["m"])
+    assert out.data["solutions"][0]["m"]["exact"] == "E/c**2"
+    assert out.data["notes"][0].startswith("note: E is Euler's number")
+
+
+def test_plain_uses_of_e_and_pi_get_no_note():
+    for name, arguments in (("solve_equation", {"equations": "e^x = 2"}),
+                            ("simplify", {"expression": "e^2*e"}),
+                            ("simplify", {"expression": "pi*r^2"}),
+                            ("solve_equation", {"equations": "2e^(3x) = 5"})):
+        out = call(name, **arguments)
+        assert "note" not in out.text and "notes" not in out.data, (arguments, out.text)
+    assert exact(call("solve_equation", equations="e^x = 2")) == [{"x": "log(2)"}]
+
+
+def test_a_variable_named_i_is_told_apart_from_the_imaginary_unit():
+    out = call("solve_equation", equations="I*x^2 + I = 0", variables=["x"], domain="complex")
+    assert exact(out) == [{"x": "-I"}, {"x": "I"}]
+    assert out.data["notes"][0].startswith("note: I in the result is the imaginary unit")
+    out = call("solve_equation", equations="I = V/R", variables=["I"])
+    assert exact(out) == [{"I": "V/R"}] and "notes" not in out.data
 
 
 def test_calculator_still_refuses_names():
@@ -249,6 +345,38 @@ def test_unknown_points_are_solved_from_the_facts(figure, query, expected):
     out = solve(figure, query)
     assert out.data["exact"] == expected, out.text
     assert "(computed from the facts)" in out.text
+
+
+def test_the_source_line_says_where_the_answer_came_from():
+    # C placed from angle facts alone (no model.equations) read "from the coordinates"
+    out = solve("point A (0,0)\npoint B (4,0)\npoint C\nangle B A C = 60\nangle A B C = 60",
+                "length A C")
+    assert out.text == "length A C = 4\n(computed from the facts)"
+    # free points elsewhere do not make a length between given points "from the facts"
+    out = solve("point A (0,0)\npoint B (3,0)\npoint C (0,4)\npoint P\npoint Q\n"
+                "length P Q = 1", "length B C")
+    assert out.text == "length B C = 5\n(computed from the coordinates)"
+    out = solve("point A (0,0)\npoint B (3,4)\nlength A B = 2", "length A B",
+                use_coordinates=False)
+    assert out.text == "length A B = 2\n(computed from the facts)"
+
+
+@pytest.mark.parametrize("figure, query, kwargs", [
+    ("point A\npoint B\npoint C\nangle B A C = 60\nangle A B C = 60", "length A C", {}),
+    # three angles: as many equations as unknowns, but dependent (Groebner: not 0-dim)
+    ("point A\npoint B\npoint C\nangle B A C = 60\nangle A B C = 60\nangle A C B = 60",
+     "angle A C B", {}),
+    ("point A (0,0)\npoint B (4,0)\npoint C (1,3)\nangle B A C = 60\nangle A B C = 60",
+     "length A C", {"use_coordinates": False}),
+    ("point A (0,0)\npoint B (4,0)\npoint C (1,3)\npoint D\nangle B A C = 60\n"
+     "angle A B C = 60\nperpendicular A D B C\non D segment B C", "length A D",
+     {"use_coordinates": False}),
+])
+def test_figures_the_facts_do_not_fix_are_invalid_arguments(figure, query, kwargs):
+    # were execution_failed "sympy cannot solve ... give more points coordinates"
+    error = refused("geometry_solver", figure=figure, query=query, **kwargs)
+    assert error.code == INVALID_ARGUMENT
+    assert error.message.startswith("argument 'figure': the facts do not fix the figure")
 
 
 def test_angles_without_radicals_give_decimals():

@@ -6,18 +6,30 @@ which `eval`s generated code): it parses it with `ast`, accepts only numbers, + 
 (and ^ as power), parentheses, and calls of a fixed set of math functions and constants,
 builds the sympy expression itself, and evaluates it bottom-up with size guards, so that
 inputs like 9**9**9 are refused instead of holding a worker (and the GIL) for hours.
-solve_equation and simplify use the same parser with variables allowed (`build_expression`).
+solve_equation and simplify use the same parser with variables allowed (`build_expression`);
+there pi, e and E are always constants (a note says so when e stands beside variables, as
+in a+b+c+d+e, where the policy may have meant a variable).
 
-sympy's solvers and simplifier can run for hours on small inputs, so those tools also run
-under `time_limit` (2 s by default, the `time_limit_s` constructor option): a trace
-function on the worker thread stops sympy at its next Python call once the time is up, and
-the call fails with a `timeout` error. The server's per-call deadline remains the last line
-of defence.
+sympy multiplies out powers of sums in single Python loops that nothing can interrupt:
+(a+b+c+d+e+f)^100 has 96,560,646 terms, and expanding it ran a minute into a MemoryError.
+So the parser bounds, without expanding, every part of an expression as it builds it
+(`_growth`: at most MAX_EXPANDED_TERMS terms and degree MAX_EXPANDED_DEGREE once multiplied
+out) and refuses larger ones at once, naming the argument. Within those bounds sympy can
+still run long (exact square roots of 9000-bit integers, multivariate factoring), so the
+calculator, solve_equation, simplify and geometry_solver run under `time_limit` (2 s by
+default, the `time_limit_s` constructor option): a trace function on the worker thread
+stops sympy at its next Python call once the time is up, and the call fails with a
+`timeout` error. Measured on inputs at the bounds, symbolic calls so stopped ended within
+10 ms of the limit, using under 120 MB; the calculator's exact roots of 9000-bit integers
+(primality tests in C) up to 0.7 s after it. The server's per-call deadline remains the
+last line of defence.
 
 geometry_solver reads a figure in the language of `tools_server.tools.formal`; it computes
 from given coordinates exactly, and places points without coordinates one at a time from the
 facts (each fact about one unplaced point is a circle or a line: intersections are found in
-closed form), falling back to sympy.solve for facts that stay coupled.
+closed form), falling back to sympy.solve for facts that stay coupled. Its equations need no
+expansion bound: each fact is a polynomial of degree 2 at most in the unknown coordinates,
+and exact coordinates that grow past MAX_EXACT_OPS are replaced by 50-digit decimals.
 """
 
 from __future__ import annotations
@@ -33,7 +45,7 @@ import sys
 import time
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from fractions import Fraction
-from typing import Annotated, Any, Callable, Literal, Union
+from typing import Annotated, Any, Callable, Literal, NamedTuple, Union
 
 import sympy
 from pydantic import Discriminator, Field, Tag
@@ -49,6 +61,8 @@ MAX_BITS = 10_000  # largest size (bits of numerator / denominator) an intermedi
 MAX_FACTORIAL = 1000
 MAX_INT_DIGITS = 30  # longer integers are shown in scientific notation
 SIGNIFICANT_DIGITS = 6
+CANCELLATION_DIGITS = 1000  # working precision the calculator may use for nearly equal terms
+DEFAULT_TIME_LIMIT_S = 2.0  # per call of the sympy tools (the `time_limit_s` option)
 
 
 def _degrees(x):
@@ -126,6 +140,112 @@ def _power(base: Any, exponent: Any) -> Any:
     return _check_size(sympy.Pow(base, exponent))
 
 
+# Bounds on what an expression may become once multiplied out. sympy's expand (and the
+# simplify, factor, solve and Poly that call it) multiplies out powers of sums in one Python
+# loop that neither a time limit nor memory can stop: (a+b+c+d+e+f)^100 has 96,560,646
+# terms and ran out of 2 GB after a minute. 10,000 terms and degree 1000 leave school
+# algebra untouched ((x+y+z+1)^20 has 1771 terms) while anything inside them multiplies
+# out in about 2 s at most.
+MAX_EXPANDED_TERMS = 10_000
+MAX_EXPANDED_DEGREE = 1000
+
+
+class _Growth(NamedTuple):
+    """Upper bounds for an expression put over a common denominator and multiplied out."""
+    num_terms: int
+    den_terms: int
+    num_degree: int  # total degree in the variables (a function of a variable counts 1)
+    den_degree: int
+    rational_poly: bool  # a polynomial with rational coefficients: its terms are monomials
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _multiset(terms: int, k: int) -> int:
+    """Terms of a t-term sum raised to the k-th power, multiplied out: C(t + k - 1, k)."""
+    return math.comb(terms + k - 1, min(k, terms - 1)) if terms > 1 else 1
+
+
+def _growth(value: Any, memo: dict[Any, _Growth]) -> _Growth:
+    """Bounds (without expanding) how large `value` and each part of it get once sympy
+    multiplies them out; _Refused as soon as a part would exceed MAX_EXPANDED_TERMS terms
+    or degree MAX_EXPANDED_DEGREE. Sums add terms, products multiply them, a sum of t terms
+    to the k-th power has C(t + k - 1, k); denominators are bounded like numerators (a sum
+    of fractions over a common denominator multiplies them). Function arguments and
+    exponents are bounded on their own, the function counting as one term."""
+    if value in memo:
+        return memo[value]
+    parts = [_growth(a, memo) for a in value.args]
+    variable = int(bool(value.free_symbols))
+    if value.is_Symbol:
+        g = _Growth(1, 1, 1, 0, True)
+    elif value.is_Atom:  # numbers, pi, E, I
+        g = _Growth(1, 1, 0, 0, value.is_Rational is True)
+    elif value.is_Add:
+        den_degree = sum(p.den_degree for p in parts)
+        g = _Growth(sum(p.num_terms * math.prod(q.den_terms for j, q in enumerate(parts) if j != i)
+                        for i, p in enumerate(parts)),
+                    math.prod(p.den_terms for p in parts),
+                    max(p.num_degree + den_degree - p.den_degree for p in parts), den_degree,
+                    all(p.rational_poly for p in parts))
+    elif value.is_Mul:
+        g = _Growth(math.prod(p.num_terms for p in parts), math.prod(p.den_terms for p in parts),
+                    sum(p.num_degree for p in parts), sum(p.den_degree for p in parts),
+                    all(p.rational_poly for p in parts))
+    elif value.is_Pow:
+        base, exp = parts[0], value.exp
+        if exp.is_Rational:
+            # x^(7/2) = x^3 sqrt(x) multiplies out the cube (Poly takes sqrt(x) as its
+            # generator: degree 7); x^-2 is 1 / (x^2 multiplied out)
+            k, scale, extra = int(abs(exp)), abs(int(exp.p)), 0
+        else:
+            # (a+b)^(n+2) expands to (a+b)^n (a+b)^2: the exponent's numeric part multiplies
+            constant = exp.as_coeff_Add()[0]
+            k = int(abs(constant)) if constant.is_Rational else 0
+            scale, extra = k, variable
+        num_degree, den_degree = scale * base.num_degree + extra, scale * base.den_degree
+        _check_degree_bound(value, max(num_degree, den_degree))  # before C(t + k - 1, k)
+        g = _Growth(_multiset(base.num_terms, k), _multiset(base.den_terms, k),
+                    num_degree, den_degree,
+                    base.rational_poly and exp.is_Integer and exp > 0)
+        if exp.is_Rational and exp < 0:
+            g = _Growth(g.den_terms, g.num_terms, g.den_degree, g.num_degree, False)
+    else:  # sin(x), exp(x), Abs, floor, Mod, Min...: one term, of degree 1 in a variable
+        g = _Growth(1, 1, variable, 0, False)
+    if g.rational_poly:  # no more terms than monomials of its degree in its variables
+        g = g._replace(num_terms=min(g.num_terms, math.comb(
+            len(value.free_symbols) + g.num_degree, g.num_degree)))
+    _check_degree_bound(value, max(g.num_degree, g.den_degree))
+    terms = max(g.num_terms, g.den_terms)
+    if terms > MAX_EXPANDED_TERMS:
+        raise _Refused(f"{_short(value)} would have {_count_text(terms)} terms once "
+                       f"multiplied out (at most {MAX_EXPANDED_TERMS:,} are allowed)")
+    memo[value] = g
+    return g
+
+
+def _check_degree_bound(value: Any, degree: int) -> None:
+    if degree > MAX_EXPANDED_DEGREE:
+        raise _Refused(f"{_short(value)} has degree {degree} once multiplied out (at most "
+                       f"{MAX_EXPANDED_DEGREE} is allowed)")
+
+
+def _count_text(n: int) -> str:
+    return f"{n:,}" if n < 10 ** 15 else f"about 10^{len(str(n)) - 1}"
+
+
+def check_expansion(value: Any, argument: str) -> None:
+    """ToolError(INVALID_ARGUMENT) naming `argument` when `value`, or a part of it, would
+    be too large to multiply out (see _growth); cheap: it never expands anything."""
+    try:
+        _growth(value, {})
+    except _Refused as exc:
+        raise ToolError(INVALID_ARGUMENT, f"argument '{argument}': {exc}") from None
+
+
 class _Builder:
     """Builds a sympy value from a validated `ast` expression, evaluating bottom-up."""
 
@@ -133,13 +253,22 @@ class _Builder:
         self.source = source
         self.variables = variables  # whether other names are variables (sympy symbols)
         self.names: set[str] = set()  # the variables met
+        self.constants: set[str] = set()  # the constants' names met (pi, e, E), but e^x
+        # every part is bounded as it is built: sympy multiplies out some arguments on the
+        # spot (gcd, lcm, %, //, floor of a sum's power), before any time limit applies
+        self.growth: dict[Any, _Growth] = {}
+
+    def build(self, node: ast.AST) -> Any:
+        value = self._build(node)
+        _growth(sympy.sympify(value), self.growth)
+        return value
 
     def fail(self, node: ast.AST, what: str) -> _Refused:
         names = "variable names, " if self.variables else ""
         return _Refused(f"{what} is not allowed (allowed: numbers, {names}+ - * / % // ** ^, "
                         f"parentheses, {', '.join(FUNCTIONS)}, {', '.join(CONSTANTS)})")
 
-    def build(self, node: ast.AST) -> Any:
+    def _build(self, node: ast.AST) -> Any:
         if isinstance(node, ast.Expression):
             return self.build(node.body)
         if isinstance(node, ast.Constant):
@@ -157,6 +286,7 @@ class _Builder:
             return _check_size(sympy.Rational(literal))  # decimals exactly: 0.1 + 0.2 == 3/10
         if isinstance(node, ast.Name):
             if node.id in CONSTANTS:
+                self.constants.add(node.id)
                 return CONSTANTS[node.id]
             if node.id in FUNCTIONS:
                 raise self.fail(node, f"the function name {node.id!r} without a call")
@@ -168,7 +298,12 @@ class _Builder:
             value = self.build(node.operand)
             return -value if isinstance(node.op, ast.USub) else value
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-            left, right = self.build(node.left), self.build(node.right)
+            if isinstance(node.op, ast.Pow) and isinstance(node.left, ast.Name) \
+                    and node.left.id in ("e", "E"):
+                left = sympy.E  # e^x: plainly Euler's number, not worth a note
+            else:
+                left = self.build(node.left)
+            right = self.build(node.right)
             if isinstance(node.op, ast.Pow):
                 return _power(left, right)
             return _check_size(_BINOPS[type(node.op)](left, right))
@@ -186,6 +321,10 @@ class _Builder:
                 raise self.fail(node, "keyword or starred arguments")
             name = node.func.id
             args = [self.build(a) for a in node.args]
+            if name in ("gcd", "lcm") and not self.variables \
+                    and not all(isinstance(a, sympy.Rational) for a in args):
+                # of irrational numbers they mean nothing, and sympy spends seconds on them
+                raise _Refused(f"{name}() takes whole numbers or fractions")
             if name in ("factorial", "binomial") and args and args[0].is_number \
                     and abs(float(sympy.N(args[0], 15))) > MAX_FACTORIAL:
                 raise _Refused(f"{name} of a number above {MAX_FACTORIAL} is refused")
@@ -221,12 +360,15 @@ _IMPLICIT_PAREN = re.compile(r"\)\s*(?=[A-Za-z_\d(])")
 
 
 def build_expression(expression: str, *, argument: str = "expression",
-                     variables: bool = False, names: set[str] | None = None) -> Any:
+                     variables: bool = False, names: set[str] | None = None,
+                     constants: set[str] | None = None) -> Any:
     """The sympy value of a safe expression; ToolError naming `argument` if refused.
 
     With `variables`, other names (a letter, then letters, digits or _) are sympy symbols
     and implicit products (2x, 3(x+1), (x+1)(x-1)) are accepted; `names` (if given)
-    collects them, including those that cancel out (x - x).
+    collects them, including those that cancel out (x - x); `constants` (if given) the
+    constants' names used (pi, e, E). Any part that would multiply out to more than
+    MAX_EXPANDED_TERMS terms or degree MAX_EXPANDED_DEGREE is refused (see _growth).
     """
     if len(expression) > MAX_EXPRESSION_CHARS:
         raise ToolError(INVALID_ARGUMENT, f"argument '{argument}': {len(expression)} "
@@ -247,6 +389,8 @@ def build_expression(expression: str, *, argument: str = "expression",
         value = builder.build(tree)
         if names is not None:
             names.update(builder.names)
+        if constants is not None:
+            constants.update(builder.constants)
     except _Refused as exc:
         raise ToolError(INVALID_ARGUMENT, f"argument '{argument}': {exc}") from None
     except ZeroDivisionError:
@@ -274,7 +418,17 @@ def evaluate_expression(expression: str) -> tuple[str, float | None, str]:
             return text, float(number), exact
         except OverflowError:
             return text, None, exact
-    numeric = sympy.N(value, 30)
+    try:
+        # strict: a difference of nearly equal terms must not come back as rounding noise
+        # (sin(1)^2 + cos(1)^2 - 1 read -1.08533e-165); up to 1000 digits are tried
+        numeric = sympy.N(value, 30, strict=True, maxn=CANCELLATION_DIGITS)
+    except sympy.core.evalf.PrecisionExhausted:
+        bound = sympy.N(value, 30, maxn=CANCELLATION_DIGITS)  # 0.e-118: |value| < 1e-118
+        exponent = Decimal(str(bound)).adjusted() if bound.is_Float else 0
+        if exponent >= -100:
+            raise ToolError(INVALID_ARGUMENT, "argument 'expression': its terms cancel beyond "
+                            f"{CANCELLATION_DIGITS} digits; its value cannot be computed") from None
+        return f"≈ 0 (below 1e{exponent + 1}; it may be exactly 0)", 0.0, exact
     if not numeric.is_number or not numeric.is_real:
         raise ToolError(INVALID_ARGUMENT,
                         f"argument 'expression': the result {value} is not a real number")
@@ -291,8 +445,12 @@ class Calculator(Tool):
     Supports numbers, + - * / % // and ** (or ^) for powers, parentheses, the constants
     pi and e, and the functions sqrt, cbrt, exp, log (natural; log(x, base)), ln, log10,
     log2, sin, cos, tan (radians), asin, acos, atan, atan2, sinh, cosh, tanh, abs, floor,
-    ceil, factorial, binomial, gcd, lcm, min, max, degrees, radians. No variables.
-    Integers are printed exactly; other values rounded to 6 significant digits.
+    ceil, factorial, binomial, gcd, lcm (of whole numbers or fractions), min, max,
+    degrees, radians. No variables. Integers are printed exactly; other values rounded to
+    6 significant digits; a difference whose terms cancel beyond 1000 digits reads
+    "≈ 0 (below 1e-N; it may be exactly 0)". Numbers above 2^10000 and sums that would
+    multiply out to more than 10,000 terms are refused; an evaluation still running
+    after 2 s is stopped with a timeout error (it may overrun by a fraction of a second).
     """
 
     name = "calculator"
@@ -303,8 +461,14 @@ class Calculator(Tool):
             min_length=1, max_length=MAX_EXPRESSION_CHARS,
             description="the expression, e.g. (41 - 23) / 4 or sqrt(2)^2")]
 
+    def __init__(self, time_limit_s: float = DEFAULT_TIME_LIMIT_S):
+        self.time_limit_s = time_limit_s
+
     def run(self, args: Arguments, ctx: ToolContext) -> ToolOutput:
-        text, value, exact = evaluate_expression(args.expression)
+        # the size guards bound every value, but floor or % of a huge irrational power
+        # still takes sympy seconds of exact work: (1+sqrt(2))^7000 % 3
+        with time_limit(self.time_limit_s, "evaluating"), sympy_failures("evaluating"):
+            text, value, exact = evaluate_expression(args.expression)
         return ToolOutput(text, [], {"value": value, "exact": exact})
 
 
@@ -380,7 +544,6 @@ class Statistics(Tool):
 
 # ------------------------------------------------------------------ symbolic tools
 
-DEFAULT_TIME_LIMIT_S = 2.0
 MAX_EQUATIONS = 10
 MAX_VARIABLES = 6
 MAX_DEGREE = 12  # total degree of a polynomial equation solve_equation accepts
@@ -402,9 +565,10 @@ def time_limit(seconds: float, what: str):
 
     sympy cannot be interrupted and a thread cannot be killed, so the check runs inside:
     a trace function on this thread only, called at each Python function call (not each
-    line), raises once the deadline has passed. It roughly doubles sympy's run time; long
-    loops inside C code (big-integer arithmetic) are not interrupted, which the parser's
-    size guards bound. The previous trace function (a debugger, coverage) is restored.
+    line), raises once the deadline has passed. It roughly doubles sympy's run time; loops
+    that call no Python function (big-integer arithmetic in C, sympy's multinomial
+    expansion) are not interrupted, which the parser's size and expansion bounds
+    (_check_size, _growth) keep short. The previous trace function is restored.
     """
     deadline = time.monotonic() + seconds
     previous = sys.gettrace()
@@ -487,9 +651,9 @@ def _show_value(value: Any) -> tuple[str, dict[str, Any]]:
 _COMPARISONS = ("<=", ">=", "!=", "<", ">")
 
 
-def _equation(text: str, argument: str, names: set[str]) -> Any:
+def _equation(text: str, argument: str, names: set[str], constants: set[str]) -> Any:
     """'lhs = rhs' (or '==', or an expression meaning expression = 0) as lhs - rhs; adds
-    the variables it names to `names`."""
+    the variables and constants it names to `names` and `constants`."""
     for op in _COMPARISONS:
         if op in text:
             raise ToolError(INVALID_ARGUMENT, f"argument '{argument}': {op!r} found; only "
@@ -498,10 +662,12 @@ def _equation(text: str, argument: str, names: set[str]) -> Any:
     if len(sides) > 2:
         raise ToolError(INVALID_ARGUMENT, f"argument '{argument}': more than one '=' in "
                         f"{text!r}; give each equation separately")
-    lhs = build_expression(sides[0], argument=argument, variables=True, names=names)
+    lhs = build_expression(sides[0], argument=argument, variables=True, names=names,
+                           constants=constants)
     rhs = sympy.Integer(0) if len(sides) == 1 else build_expression(
-        sides[1], argument=argument, variables=True, names=names)
+        sides[1], argument=argument, variables=True, names=names, constants=constants)
     value = lhs - rhs
+    check_expansion(value, argument)
     if value.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
         raise ToolError(INVALID_ARGUMENT, f"argument '{argument}': {text!r} is not finite")
     return value
@@ -616,6 +782,23 @@ def _real_solution(solution: dict[Any, Any]) -> bool:
     return True
 
 
+def _name_notes(constants: set[str], names: set[str], results: list[Any]) -> list[str]:
+    """Notes on names that read differently from what the policy may mean: e and E are
+    always Euler's number (as in the calculator), which matters when other names are
+    variables, as in a+b+c+d+e; a variable I prints like sympy's imaginary unit."""
+    notes = []
+    euler = sorted(c for c in constants if c in ("e", "E"))
+    if euler and names:
+        notes.append(f"note: {' and '.join(euler)} {'is' if len(euler) == 1 else 'are'} "
+                     "Euler's number 2.71828... (printed E), not a variable; rename a "
+                     "variable called e (e.g. e1)")
+    if "I" in names and any(sympy.sympify(r).has(sympy.I) for r in results):
+        notes.append("note: I in the result is the imaginary unit sqrt(-1), and your "
+                     "variable I prints the same; rename the variable (e.g. I1) to tell them "
+                     "apart")
+    return notes
+
+
 _Equation = Annotated[str, Field(min_length=1, max_length=2 * MAX_EXPRESSION_CHARS + 2)]
 Equations = Annotated[
     Union[Annotated[_Equation, Tag("one")],
@@ -631,12 +814,17 @@ class SolveEquation(Tool):
     `equations`: one equation or a list of them, e.g. "x^2 - 5x + 6 = 0" or
     ["2x + y = 7", "x - y = -1"]; without '=' an expression means expression = 0. Names
     are variables; ^ or ** is a power; 2x, 3(x+1) and (x+1)(x-1) are products; the
-    calculator's functions (sqrt, sin, log, ...) and constants pi, e are allowed.
+    calculator's functions (sqrt, sin, log, ...) are allowed; pi, e and E are always the
+    constants (e = E = 2.71828..., as in e^x; a note says so when e stands beside other
+    names, as in a+b+c+d+e: call such a variable e1); I is a variable (the imaginary
+    unit prints as I).
     `variables`: the unknowns (default: every name used); other names are parameters.
     `domain`: "real" (default) or "complex". Returns every solution exactly (fractions,
     radicals) with a decimal, or says there is no solution or infinitely many (with the
-    general solution). Polynomials up to degree 12, up to 6 unknowns; a solve running over
-    the time limit (2 s) is stopped with a timeout error.
+    general solution). Polynomials up to degree 12, up to 6 unknowns. Equations that would
+    multiply out to more than 10,000 terms (e.g. (a+b+c+d+f+g)^12) or degree 1000 are
+    refused at once; a solve still running after 2 s is stopped with a timeout error
+    (checked between sympy's steps, so it may overrun by a fraction of a second).
     """
 
     name = "solve_equation"
@@ -661,8 +849,14 @@ class SolveEquation(Tool):
         else:
             texts = args.equations
             arguments = [f"equations[{i}]" for i in range(len(texts))]
+        # one deadline from parsing on: sympy already works while parsing (gcd, Mod)
+        with time_limit(self.time_limit_s, "solving"), sympy_failures("solving"):
+            return self._run(args, texts, arguments)
+
+    def _run(self, args: Arguments, texts: list[str], arguments: list[str]) -> ToolOutput:
         used: set[str] = set()
-        exprs = [_equation(t, a, used) for t, a in zip(texts, arguments)]
+        constants: set[str] = set()
+        exprs = [_equation(t, a, used, constants) for t, a in zip(texts, arguments)]
         names = sorted(used)
         if args.variables is not None:
             if not args.variables or len(set(args.variables)) != len(args.variables):
@@ -679,8 +873,7 @@ class SolveEquation(Tool):
             raise ToolError(INVALID_ARGUMENT, f"argument 'variables': {len(wanted)} unknowns "
                             f"({', '.join(wanted)}); at most {MAX_VARIABLES}")
         if not wanted:
-            with time_limit(self.time_limit_s, "checking"), sympy_failures("checking"):
-                holds = all(sympy.simplify(e) == 0 for e in exprs)
+            holds = all(sympy.simplify(e) == 0 for e in exprs)
             text = "the equations have no variables; they are " + ("true" if holds else "false")
             return ToolOutput(text, [], {"status": "true" if holds else "false"})
         real = args.domain == "real"
@@ -688,13 +881,12 @@ class SolveEquation(Tool):
         exprs = [e.subs({sympy.Symbol(n): s for n, s in symbols.items()}, simultaneous=True)
                  for e in exprs]
         variables = [symbols[n] for n in wanted]
-        with time_limit(self.time_limit_s, "solving"), sympy_failures("solving"):
-            _check_degree(exprs, variables, arguments)
-            result = _solve(exprs, variables, args.domain)
-            solutions = result.get("solutions", [])
-            if real:
-                solutions = [s for s in solutions if _real_solution(s)]
-            shown = [[(str(v), *_show_value(s[v])) for v in variables] for s in solutions]
+        _check_degree(exprs, variables, arguments)
+        result = _solve(exprs, variables, args.domain)
+        solutions = result.get("solutions", [])
+        if real:
+            solutions = [s for s in solutions if _real_solution(s)]
+        shown = [[(str(v), *_show_value(s[v])) for v in variables] for s in solutions]
         status = result["status"]
         if status == "finite" and not solutions:
             status = "none"
@@ -715,6 +907,10 @@ class SolveEquation(Tool):
                                               for row in shown[:MAX_SOLUTIONS]]}
         if "general" in result:
             data["general"] = result["general"][:MAX_RESULT_CHARS]
+        notes = _name_notes(constants, used, [v for s in solutions for v in s.values()])
+        if notes:
+            text = "\n".join([text, *notes])
+            data["notes"] = notes
         return ToolOutput(text, [], data)
 
 
@@ -722,9 +918,14 @@ class Simplify(Tool):
     """Simplifies, expands or factors an expression exactly (sympy).
 
     `expression` may use variables, e.g. "(x^2 - 1)/(x - 1)" or "sqrt(8) + sqrt(18)";
-    ^ or ** is a power; 2x and (x+1)(x-1) are products. `mode`: "simplify" (default, the
+    ^ or ** is a power; 2x and (x+1)(x-1) are products; pi, e and E are always the
+    constants (e = E = 2.71828..., as in e^x; a note says so when e stands beside other
+    names, as in a+b+c+d+e: call such a variable e1). `mode`: "simplify" (default, the
     simplest form sympy finds), "expand" (multiply out) or "factor" (factor over the
-    rationals). Returns the exact result (and a decimal when it is a number).
+    rationals). Returns the exact result (and a decimal when it is a number). Expressions
+    that would multiply out to more than 10,000 terms or degree 1000 are refused at once;
+    work still running after 2 s is stopped with a timeout error (checked between sympy's
+    steps, so it may overrun by a fraction of a second).
     """
 
     name = "simplify"
@@ -744,15 +945,24 @@ class Simplify(Tool):
         if "=" in args.expression:
             raise ToolError(INVALID_ARGUMENT, "argument 'expression': an expression, not an "
                             "equation, is expected (solve_equation solves equations)")
-        value = build_expression(args.expression, variables=True)
-        if value.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
-            raise ToolError(INVALID_ARGUMENT,
-                            f"argument 'expression': {args.expression!r} is not finite")
+        names: set[str] = set()
+        constants: set[str] = set()
         action = {"simplify": sympy.simplify, "expand": sympy.expand, "factor": sympy.factor}
+        # one deadline from parsing on: sympy already works while parsing (gcd, Mod)
         with time_limit(self.time_limit_s, args.mode), sympy_failures(args.mode):
+            value = build_expression(args.expression, variables=True, names=names,
+                                     constants=constants)
+            if value.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
+                raise ToolError(INVALID_ARGUMENT,
+                                f"argument 'expression': {args.expression!r} is not finite")
             result = action[args.mode](value)
             text, data = _show_value(result)
-        return ToolOutput(text, [], {"mode": args.mode, **data})
+        data = {"mode": args.mode, **data}
+        notes = _name_notes(constants, names, [result])
+        if notes:
+            text = "\n".join([text, *notes])
+            data["notes"] = notes
+        return ToolOutput(text, [], data)
 
 
 # ------------------------------------------------------------------ geometry
@@ -1144,15 +1354,36 @@ def _solve_point(eqs: list[Any], symbols: list[Any]) -> list[dict[Any, Any]]:
 
 
 def _solve_exactly(eqs: list[Any], symbols: list[Any]) -> list[dict[Any, Any]]:
-    cannot = ToolError(EXECUTION_FAILED, "sympy cannot solve the figure's facts exactly; give "
-                       "more points coordinates")
+    """Every solution of facts that stay coupled; INVALID_ARGUMENT when they leave points
+    free to move (fewer equations than unknowns, or a solution set of positive dimension),
+    EXECUTION_FAILED only when sympy fails on facts that do fix the figure."""
     try:
         found = sympy.solve(eqs, symbols, dict=True)
     except NotImplementedError:
-        raise cannot from None
-    if not found and not _inconsistent(eqs, symbols):
-        raise cannot  # sympy.solve gave up without saying so
-    return found
+        found = None
+    if found:
+        return found
+    basis = _groebner(eqs, symbols)
+    if basis is not None and list(basis.exprs) == [1]:
+        return []  # provably no figure
+    if len(eqs) < len(symbols) or (basis is not None and not basis.is_zero_dimensional):
+        raise ToolError(INVALID_ARGUMENT, "argument 'figure': the facts do not fix the figure "
+                        "(its points can still move, e.g. angles alone leave its size free); "
+                        "give more lengths or coordinates")
+    raise ToolError(EXECUTION_FAILED, "sympy cannot solve the figure's facts exactly; give "
+                    "more points coordinates")
+
+
+def _groebner(eqs: list[Any], symbols: list[Any]) -> Any:
+    """The Groebner basis of polynomial equations; None when they are not polynomials or
+    sympy cannot compute it."""
+    if not all(e.is_polynomial(*symbols) for e in eqs):
+        return None
+    numerators = [sympy.fraction(sympy.together(e))[0] for e in eqs]
+    try:
+        return sympy.groebner(numerators, *symbols, order="grevlex")
+    except (sympy.PolynomialError, NotImplementedError):
+        return None
 
 
 def _real(value: Any) -> bool:
@@ -1354,7 +1585,12 @@ class GeometrySolver(Tool):
         else:
             text = (f"{label} is not determined: the facts allow "
                     + " or ".join(t.lstrip("= ") + unit for t, _ in shown))
-        source = "the facts" if model.equations else "the coordinates"
+        # from the facts when a point the answer depends on was placed from them (by
+        # lengths, or by angles alone, which leave model.equations empty)
+        given = model.picture if args.use_coordinates else {}
+        circle = model.fig.circle(names[0]) if len(names) == 1 else None
+        involved = names + ([circle.through] if circle is not None and circle.through else [])
+        source = "the facts" if any(n not in given for n in involved) else "the coordinates"
         lines = [text, f"(computed from {source})"] + model.notes[:5]
         data = {"query": label, "status": "determined" if len(shown) == 1 else "ambiguous",
                 "values": [d for _, d in shown], **(shown[0][1] if len(shown) == 1 else {}),
