@@ -124,3 +124,65 @@ def test_model_dir_is_checked(tmp_path):
         hf_backends.zero_shot_detector(tmp_path / "nope")
     with pytest.raises(ValueError, match="config.json"):
         hf_backends.check_model_dir(tmp_path)
+
+
+def test_device_option_reaches_the_detector(tiny_owlvit, monkeypatch):
+    cpu = DetectObjects(backend="hf", model_path=tiny_owlvit, device="cpu")
+    cpu.load()
+    assert cpu._detector.device == "cpu"
+    assert {p.device.type for p in cpu._detector._model.parameters()} == {"cpu"}
+    seen = []
+    monkeypatch.setattr(hf_backends, "zero_shot_detector",
+                        lambda path, **options: seen.append((path, options)) or "detector")
+    for tool in (DetectObjects, CountObjects):
+        assert tool(backend="hf", model_path=tiny_owlvit, device="cuda:1")._detector == "detector"
+    assert seen == [(tiny_owlvit, {"device": "cuda:1"})] * 2
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:", "cuda:x", "CUDA", "cpu:0", "", 0, None])
+def test_a_misspelt_device_fails_at_construction_naming_the_option(tiny_owlvit, device):
+    with pytest.raises(ValueError, match="option 'device'.*cuda:N"):
+        DetectObjects(backend="hf", model_path=tiny_owlvit, device=device)
+
+
+def test_a_device_this_process_lacks_fails_when_the_model_loads(tiny_owlvit):
+    """The front builds the tool too and may have no GPU, so the spelling is checked there
+    and the device itself where the model loads (a pool worker's `load`)."""
+    import torch
+
+    device = f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
+    tool = CountObjects(backend="hf", model_path=tiny_owlvit, device=device)
+    with pytest.raises(ValueError, match=f"option 'device': '{device}' but torch"):
+        tool.load()
+
+
+def test_the_detector_runs_on_a_gpu_with_the_cpu_results(tiny_owlvit):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    ims = images()
+    tools = {d: DetectObjects(backend="hf", model_path=tiny_owlvit, device=d)
+             for d in ("cpu", "cuda")}
+    raw = {}
+    for device, tool in tools.items():
+        tool.load()
+        model, processor = tool._detector._loaded()
+        assert {p.device.type for p in model.parameters()} == {device}
+        inputs = processor(text=[["red circle", "star"]] * len(ims), images=ims,
+                           return_tensors="pt").to(device)
+        with torch.inference_mode():
+            out = model(**inputs)
+        raw[device] = (out.logits.float().cpu(), out.pred_boxes.float().cpu())
+    # cuDNN may use TF32 for the patch convolution: equal to ~1e-3, not bit for bit
+    for a, b in zip(raw["cpu"], raw["cuda"]):
+        torch.testing.assert_close(b, a, atol=1e-2, rtol=1e-2)
+    tool = tools["cuda"]
+    batch = tool.run_batch([(tool.Arguments(image="x", query="red circle, star"), Context(im))
+                            for im in ims])
+    for im, out in zip(ims, batch):
+        assert out.data["count"] == len(out.data["objects"])
+        for o in out.data["objects"]:
+            x0, y0, x1, y1 = o["box"]
+            assert o["label"] in ("red circle", "star") and 0 <= x0 < x1 <= im.width
+            assert 0 <= y0 < y1 <= im.height

@@ -3,6 +3,8 @@ size, against images whose content is known: text drawn at known places, scenes 
 vista_jax.env.tasks.render_scene, colours in known proportions."""
 
 import random
+import time
+import tracemalloc
 
 import cv2
 import numpy as np
@@ -10,10 +12,11 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from tools_server.registry import INVALID_ARGUMENT, ToolError
-from tools_server.tools import default_registry, perception
+from tools_server.tools import chart, default_registry, perception
 from tools_server.tools.perception import (CountObjects, DetectObjects, DominantColors, Ocr,
                                            QueryClause, Zoom, classify_shape, parse_scene_query)
 from tools_server.testing.contexts import RecordingContext as Context
+from vista_jax.env.tasks import render
 from vista_jax.env.tasks import render_scene as rs
 
 
@@ -162,7 +165,12 @@ def test_ocr_rejects_regions_too_small_to_read(ocr, size, box, argument):
 
 def test_scene_palette_and_shapes_are_mirrored_by_the_reader():
     assert perception.SCENE_COLORS == rs.COLORS and perception.SCENE_SHAPES == rs.SHAPES
-    assert perception.NAMED_COLORS["white"] == rs.WHITE
+    assert perception.WHITE == rs.WHITE == render.WHITE
+
+
+def test_chart_palette_is_mirrored_with_read_legends_names():
+    assert perception.CHART_COLORS == dict(zip(render.COLOUR_NAMES, render.PALETTE))
+    assert {rgb: name for name, rgb in perception.CHART_COLORS.items()} == chart.PALETTE_NAMES
 
 
 def test_every_rendered_shape_is_classified_at_every_size():
@@ -286,6 +294,70 @@ def test_detect_errors_bad_boxes_empty_images_and_foreign_images():
     assert call(DetectObjects(), scene, query="blue").text == "no objects match 'blue'"
 
 
+@pytest.mark.parametrize("size, box, argument", [
+    ((2001, 2000), None, "image"),            # 4,002,000 pixels
+    ((5000, 5000), [0, 0, 2001, 2000], "box"),
+])
+def test_classical_detector_refuses_regions_over_the_pixel_limit(size, box, argument):
+    image = Image.new("RGB", size, (255, 255, 255))
+    for tool in (DetectObjects(), CountObjects()):
+        e = error_of(tool, image, query="objects", **({} if box is None else {"box": box}))
+        assert e.code == INVALID_ARGUMENT and f"'{argument}'" in e.message
+        assert "4,000,000" in e.message and "4,002,000" in e.message
+    assert "4,000,000 pixels" in DetectObjects().description
+    # a box at the limit inside a larger image is read
+    assert call(CountObjects(), image, query="objects", box=[0, 0, 2000, 2000]).data["count"] == 0
+
+
+def test_a_4_megapixel_noise_image_is_refused_quickly_in_little_memory():
+    noise = np.random.default_rng(0).integers(0, 256, (2000, 2000, 3), np.uint8)
+    perception._palette_labels(noise[:8, :8] * 0 + 255)  # warm up cv2 and numpy
+    tracemalloc.start()
+    start = time.perf_counter()
+    with pytest.raises(perception.SceneReadError, match="renderer"):
+        perception._palette_labels(noise)
+    elapsed = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # before the bound: ~5 s and a [U, 11, 3] float distance matrix (1.5 GB RSS)
+    assert elapsed < 1.0, elapsed
+    assert peak < 150 * 2**20, peak  # ~80 MB: the packed image, labels and one block
+
+
+def reference_palette_labels(rgb):
+    """The unbounded labelling: every pixel to its nearest palette colour in CIELAB, 0 (white)
+    when further than the tolerance; with the off-palette pixel count."""
+    lab = perception._to_lab(rgb.reshape(-1, 3))
+    d = np.linalg.norm(lab[:, None] - perception._SCENE_LAB[None], axis=-1)  # [N, 11]
+    off = d.min(axis=1) > perception._PALETTE_TOLERANCE
+    return np.where(off, 0, d.argmin(axis=1)).reshape(rgb.shape[:2]), int(off.sum())
+
+
+@pytest.mark.parametrize("placement", ["spread", "first", "last"])
+def test_palette_labels_match_the_unbounded_labelling_and_decide_the_limit_exactly(placement):
+    """Blocks, and stopping after a block, never change the answer: every pixel gets the
+    unbounded labelling's label; 5% off the palette is read, one pixel more is not."""
+    rng = np.random.default_rng(1)
+    n = 300_000  # non-white pixels, none of an exact palette colour: 5 blocks
+    colours = np.array([rs.COLORS[c] for c in ("blue", "red", "yellow", "black")], np.int16)
+    near = colours[rng.integers(0, 4, n)] + rng.integers(-4, 5, (n, 3))  # lossy palette
+    base = np.clip(near, 0, 255).astype(np.uint8)
+    for off in (n // 20, n // 20 + 1):
+        where = {"spread": rng.choice(n, off, replace=False), "first": np.arange(off),
+                 "last": np.arange(n - off, n)}[placement]
+        px = base.copy()
+        px[where] = (0, 255, 0)  # far from every palette colour
+        rgb = px.reshape(500, 600, 3)
+        want, want_off = reference_palette_labels(rgb)
+        assert want_off == off and not (want.reshape(-1)[np.setdiff1d(np.arange(n), where)]
+                                        == 0).any()
+        if off == n // 20:
+            np.testing.assert_array_equal(perception._palette_labels(rgb), want)
+        else:
+            with pytest.raises(perception.SceneReadError):
+                perception._palette_labels(rgb)
+
+
 def test_detect_options_are_checked_at_construction(tmp_path):
     with pytest.raises(ValueError, match="'backend'"):
         DetectObjects(backend="yolo")
@@ -299,6 +371,8 @@ def test_detect_options_are_checked_at_construction(tmp_path):
         DetectObjects(model_path=str(tmp_path))  # classical takes no model
     with pytest.raises(ValueError, match="'threshold'"):
         DetectObjects(threshold=1.5)
+    with pytest.raises(ValueError, match="'device'.*for backend 'hf'"):
+        CountObjects(device="cuda")  # the classical reader runs on the CPU only
     assert "scene renderer" in DetectObjects().description
     assert not DetectObjects().model_backed and not CountObjects().model_backed
 
@@ -386,3 +460,87 @@ def test_dominant_colors_of_a_box_with_one_colour():
     with pytest.raises(ToolError) as e:
         default_registry().validate("dominant_colors", {"image": "x", "k": 9})
     assert e.value.code == INVALID_ARGUMENT and "'k'" in e.value.message
+
+
+# ------------------------------------------------------------------------ colour names
+
+def test_dominant_colors_names_each_legend_swatch_as_read_legend_does():
+    """On one of our charts the two tools agree (before: tab10 blue and cyan were "gray")."""
+    image = render.render_pie_chart(list("ABCDEFGHI"), [11] * 8 + [12], seed=0)
+    entries = call(chart.ReadLegend(), image).data["entries"]
+    assert sorted(e["colour"] for e in entries) == sorted(render.COLOUR_NAMES)
+    for e in entries:
+        (got,) = call(DominantColors(), image, box=e["box"], k=1).data["colors"]
+        assert (got["name"], got["hex"]) == (e["colour"], e["hex"])
+    # the whole pie (k-means over all nine wedges and the text): the same names
+    found = call(DominantColors(), image, k=8).data["colors"]
+    legend = {e["hex"]: e["colour"] for e in entries}
+    assert all(legend.get(c["hex"], c["name"]) == c["name"] for c in found)
+
+
+@pytest.mark.parametrize("palette", [render.PALETTE, list(rs.COLORS.values())])
+def test_palette_colours_keep_their_names_off_the_exact_value(palette):
+    """Not only the exact match: a cluster mean a few levels off (noise, lossy images) is
+    named by hue as the renderer's tools name the palette colour."""
+    names = dict(zip(render.PALETTE, render.COLOUR_NAMES)) | \
+        {rgb: name for name, rgb in rs.COLORS.items()}
+    rng = np.random.default_rng(0)
+    for rgb in palette:
+        want = names[rgb]
+        assert perception.color_names(np.array([rgb]))[0] == want
+        shifted = np.clip(np.array(rgb) + rng.integers(-6, 7, (20, 3)), 0, 255)
+        assert set(perception.color_names(shifted.astype(np.uint8))) == {want}, rgb
+
+
+CSS_COLOURS = {  # CSS colour: (sRGB, the basic name an English speaker gives it)
+    "navy": ((0, 0, 128), "blue"), "teal": ((0, 128, 128), "cyan"),
+    "skyblue": ((135, 206, 235), "blue"), "steelblue": ((70, 130, 180), "blue"),
+    "olive": ((128, 128, 0), "olive"), "gold": ((255, 215, 0), "yellow"),
+    "maroon": ((128, 0, 0), "red"), "salmon": ((250, 128, 114), "pink"),
+    "lime": ((0, 255, 0), "green"), "violet": ((238, 130, 238), "pink"),
+    "cyan": ((0, 255, 255), "cyan"), "magenta": ((255, 0, 255), "pink"),
+    "beige": ((245, 245, 220), "white"), "red": ((255, 0, 0), "red"),
+    "blue": ((0, 0, 255), "blue"), "yellow": ((255, 255, 0), "yellow"),
+    "green": ((0, 128, 0), "green"), "purple": ((128, 0, 128), "purple"),
+    "pink": ((255, 192, 203), "pink"), "hotpink": ((255, 105, 180), "pink"),
+    "orange": ((255, 165, 0), "orange"), "darkorange": ((255, 140, 0), "orange"),
+    "saddlebrown": ((139, 69, 19), "brown"), "sienna": ((160, 82, 45), "brown"),
+    "tan": ((210, 180, 140), "brown"), "crimson": ((220, 20, 60), "red"),
+    "tomato": ((255, 99, 71), "red"), "indigo": ((75, 0, 130), "purple"),
+    "lavender": ((230, 230, 250), "white"), "ivory": ((255, 255, 240), "white"),
+    "turquoise": ((64, 224, 208), "cyan"), "lightblue": ((173, 216, 230), "blue"),
+    "royalblue": ((65, 105, 225), "blue"), "dodgerblue": ((30, 144, 255), "blue"),
+    "midnightblue": ((25, 25, 112), "blue"), "forestgreen": ((34, 139, 34), "green"),
+    "darkgreen": ((0, 100, 0), "green"), "yellowgreen": ((154, 205, 50), "green"),
+    "khaki": ((240, 230, 140), "yellow"), "darkkhaki": ((189, 183, 107), "olive"),
+    "mediumpurple": ((147, 112, 219), "purple"), "darkviolet": ((148, 0, 211), "purple"),
+    "deeppink": ((255, 20, 147), "pink"), "firebrick": ((178, 34, 34), "red"),
+    "darkred": ((139, 0, 0), "red"), "seagreen": ((46, 139, 87), "green"),
+    "slategray": ((112, 128, 144), "gray"), "goldenrod": ((218, 165, 32), "yellow"),
+    "plum": ((221, 160, 221), "pink"), "lightcoral": ((240, 128, 128), "pink"),
+    "cornflowerblue": ((100, 149, 237), "blue"), "darkcyan": ((0, 139, 139), "cyan"),
+}
+
+
+def test_css_colours_get_the_basic_names_an_english_speaker_gives_them():
+    rgb = np.array([c for c, _ in CSS_COLOURS.values()], np.uint8)
+    got = dict(zip(CSS_COLOURS, perception.color_names(rgb)))
+    assert got == {css: name for css, (_, name) in CSS_COLOURS.items()}
+    assert set(got.values()) <= set(perception.COLOR_NAMES)
+
+
+@pytest.mark.parametrize("level, name", [
+    (0, "black"), (40, "black"), (64, "gray"), (128, "gray"), (192, "gray"), (211, "gray"),
+    (230, "white"), (255, "white")])
+def test_achromatic_colours_are_named_by_lightness(level, name):
+    grey = np.array([[level] * 3], np.uint8)
+    assert perception.color_names(grey) == [name]
+    # a slight tint (chroma well under the bound) stays achromatic
+    tinted = np.clip(grey.astype(int) + [[3, 0, -3]], 0, 255).astype(np.uint8)
+    assert perception.color_names(tinted) == [name]
+
+
+def test_dominant_colors_names_saturated_colours_by_hue_not_as_grey():
+    image = stripes([((31, 119, 180), 40), ((23, 190, 207), 30), ((0, 128, 128), 30)])
+    got = [(c["name"], c["share"]) for c in call(DominantColors(), image).data["colors"]]
+    assert got == [("blue", 0.4), ("cyan", 0.3), ("cyan", 0.3)]

@@ -69,6 +69,36 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[int
     return keep
 
 
+def check_device(device: Any, option: str = "device") -> str:
+    """`device` if it names a torch device we run on ("cpu", "cuda", "cuda:N", "mps");
+    ValueError naming `option` otherwise. Only the spelling: whether the device exists is
+    `check_device_available`'s, in the process that loads the model."""
+    kind, colon, index = device.partition(":") if isinstance(device, str) else ("", "", "")
+    if not ((kind in ("cpu", "mps") and not colon)
+            or (kind == "cuda" and (not colon or (index.isascii() and index.isdigit())))):
+        raise ValueError(f"option '{option}': {device!r} is not a device; use \"cpu\", "
+                         "\"cuda\", \"cuda:N\" (N = GPU index) or \"mps\"")
+    return device
+
+
+def check_device_available(device: str, option: str = "device") -> None:
+    """ValueError naming `option` when this process's torch cannot use `device`."""
+    import torch
+
+    kind, _, index = device.partition(":")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"option '{option}': {device!r} but torch {torch.__version__} sees "
+                             "no CUDA device here (a CPU-only build, or no GPU visible); use "
+                             "\"cpu\"")
+        if int(index or 0) >= count:
+            raise ValueError(f"option '{option}': {device!r} but torch sees only {count} CUDA "
+                             f"device(s), cuda:0..cuda:{count - 1}")
+    elif kind == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"option '{option}': 'mps' but torch has no Apple GPU here; use \"cpu\"")
+
+
 class ZeroShotDetector:
     """An OWL-ViT / OWLv2 checkpoint answering free-text queries with boxes.
 
@@ -81,7 +111,7 @@ class ZeroShotDetector:
     def __init__(self, model_path: str | os.PathLike, *, device: str = "cpu",
                  nms_iou: float = 0.5):
         self.model_path = check_model_dir(model_path)
-        self.device = device
+        self.device = check_device(device)
         self.nms_iou = nms_iou
         self._model: Any = None
         self._processor: Any = None
@@ -95,6 +125,7 @@ class ZeroShotDetector:
             with self._load_lock:
                 if self._model is None:
                     from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+                    check_device_available(self.device)
                     processor = AutoProcessor.from_pretrained(self.model_path,
                                                               local_files_only=True)
                     model = AutoModelForZeroShotObjectDetection.from_pretrained(
@@ -151,8 +182,9 @@ _DETECTORS_LOCK = threading.Lock()
 
 def zero_shot_detector(model_path: str | os.PathLike, *, device: str = "cpu",
                        nms_iou: float = 0.5) -> ZeroShotDetector:
-    """The process-wide detector for this checkpoint directory (one model in memory)."""
-    key = (check_model_dir(model_path), device, nms_iou)
+    """The process-wide detector for this checkpoint directory and device (one model in
+    memory); ValueError naming the option when `model_path` or `device` is unusable."""
+    key = (check_model_dir(model_path), check_device(device), nms_iou)
     with _DETECTORS_LOCK:
         if key not in _DETECTORS:
             _DETECTORS[key] = ZeroShotDetector(key[0], device=device, nms_iou=nms_iou)

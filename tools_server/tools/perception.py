@@ -7,11 +7,14 @@ Backends:
 - `detect_objects`, `count_objects`: "classical" (default) reads only scenes of flat-coloured
   shapes on white drawn by `vista_jax.env.tasks.render_scene` (its `COLORS` and `SHAPES` are
   mirrored here as `SCENE_COLORS` and `SCENE_SHAPES`; a test keeps them in step): connected
-  regions of one palette colour, each classified by its contour geometry. "hf" runs an
-  OWL-ViT / OWLv2 checkpoint from a local directory on any image
-  (`tools_server.tools.hf_backends`).
+  regions of one palette colour, each classified by its contour geometry; it refuses images
+  (or boxes) over 4,000,000 pixels, as the chart tools do. "hf" runs an OWL-ViT / OWLv2
+  checkpoint from a local directory on any image, on CPU or a GPU (`device` option;
+  `tools_server.tools.hf_backends`).
 - `dominant_colors`: k-means (OpenCV) in CIELAB, or exact counting when an image has at most
-  k colours; colours are named after the nearest of `NAMED_COLORS`.
+  k colours. A colour our renderers draw gets the name their tools use (`RENDERED_COLORS`:
+  the scene palette and the chart palette as read_legend names it); any other colour is
+  named from its OKLCh lightness, chroma and hue (`color_names`).
 """
 
 from __future__ import annotations
@@ -219,9 +222,27 @@ SCENE_COLORS: dict[str, tuple[int, int, int]] = {
     "black": (0, 0, 0),
 }
 SCENE_SHAPES = ("circle", "square", "triangle", "diamond", "star")  # render_scene.SHAPES
-# The eleven basic colour terms (Berlin & Kay), as the sRGB values the renderer draws;
-# any colour is named after the nearest of these in CIELAB.
-NAMED_COLORS: dict[str, tuple[int, int, int]] = {**SCENE_COLORS, "white": (255, 255, 255)}
+WHITE = (255, 255, 255)  # render_scene.WHITE, render.WHITE
+# render.PALETTE by render.COLOUR_NAMES: the chart palette as read_legend names it (a test
+# keeps this, chart.PALETTE_NAMES and the renderer in step).
+CHART_COLORS: dict[str, tuple[int, int, int]] = {
+    "blue": (31, 119, 180),
+    "orange": (255, 127, 14),
+    "green": (44, 160, 44),
+    "red": (214, 39, 40),
+    "purple": (148, 103, 189),
+    "brown": (140, 86, 75),
+    "pink": (227, 119, 194),
+    "olive": (188, 189, 34),
+    "cyan": (23, 190, 207),
+}
+# Every colour our renderers draw, with the name their own tools give it, so that
+# dominant_colors agrees with read_legend and detect_objects on our images.
+RENDERED_COLORS: dict[tuple[int, int, int], str] = {
+    **{rgb: name for name, rgb in SCENE_COLORS.items()},
+    **{rgb: name for name, rgb in CHART_COLORS.items()}, WHITE: "white"}
+COLOR_NAMES = ("black", "gray", "white", "red", "orange", "yellow", "olive", "green", "cyan",
+               "blue", "purple", "pink", "brown")
 
 
 def _to_lab(rgb: np.ndarray) -> np.ndarray:
@@ -230,13 +251,82 @@ def _to_lab(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(flat, cv2.COLOR_RGB2Lab).reshape(rgb.shape)
 
 
-_NAMED_LAB = _to_lab(np.array(list(NAMED_COLORS.values()), dtype=np.uint8))  # [11, 3]
+def _squared_distances(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Squared L2 distances [N, k] float32 of points [N, 3] to centres [k, 3]."""
+    d2 = np.zeros((len(points), len(centres)), np.float32)  # [N, k]
+    for ch in range(points.shape[1]):  # per channel: a 3-wide matmul is slower than this
+        d2 += (points[:, ch, None] - centres[None, :, ch]) ** 2
+    return d2
 
 
-def _nearest_named(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(index into NAMED_COLORS [N], CIELAB distance to it [N]) of colours [N, 3] uint8."""
-    d = np.linalg.norm(_to_lab(rgb)[:, None, :] - _NAMED_LAB[None], axis=-1)  # [N, 11]
-    return d.argmin(axis=1), d.min(axis=1)
+# sRGB (linear) -> LMS cone responses -> OKLab (Ottosson 2020).
+_OKLAB_M1 = np.array([[0.4122214708, 0.5363325363, 0.0514459929],
+                      [0.2119034982, 0.6806995451, 0.1073969566],
+                      [0.0883024619, 0.2817188376, 0.6299787005]])
+_OKLAB_M2 = np.array([[0.2104542553, 0.7936177850, -0.0040720468],
+                      [1.9779984951, -2.4285922050, 0.4505937099],
+                      [0.0259040371, 0.7827717662, -0.8086757660]])
+
+
+def _oklch(rgb: np.ndarray) -> np.ndarray:
+    """OKLCh of sRGB colours: [N, 3] uint8 -> [N, 3] float64 (L 0..100, chroma x 100, hue in
+    degrees 0..360)."""
+    c = rgb.astype(np.float64) / 255.0
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    lab = np.cbrt(linear @ _OKLAB_M1.T) @ _OKLAB_M2.T  # [N, 3]
+    hue = np.degrees(np.arctan2(lab[:, 2], lab[:, 1])) % 360.0
+    return np.stack([100 * lab[:, 0], 100 * np.hypot(lab[:, 1], lab[:, 2]), hue], axis=-1)
+
+
+# Hue bins of OKLCh (upper bounds, degrees), placed between CSS and tab10 colours that
+# English speakers name apart: tomato / orangered red, coral orange; goldenrod yellow;
+# yellowgreen green; turquoise, teal and tab10 cyan cyan, lightblue and skyblue blue; slate
+# blue blue, mediumpurple purple. OKLab, not CIELAB: CIELAB bends blue towards purple
+# (pure blue and navy have the hue of mediumpurple there), so no hue bin could part them.
+_HUE_BINS = ((10.0, "pink"), (37.0, "red"), (78.0, "orange"), (118.0, "yellow"),
+             (180.0, "green"), (217.0, "cyan"), (290.0, "blue"), (335.0, "purple"),
+             (360.0, "pink"))
+_ACHROMATIC_CHROMA = 3.5  # OKLCh chroma x 100 (about 12 in CIELAB units)
+
+
+def _name_lch(lightness: float, chroma: float, hue: float) -> str:
+    """The basic colour name of one OKLCh colour (see `color_names`)."""
+    if chroma < _ACHROMATIC_CHROMA or (lightness >= 94 and chroma < 4.5) \
+            or (lightness < 22 and chroma < 8):  # off-whites and near-blacks read as such
+        return "black" if lightness < 30 else "white" if lightness >= 92 else "gray"
+    name = next(n for bound, n in _HUE_BINS if hue < bound)
+    if name == "pink" and lightness < 45:  # dark rose is wine red, dark magenta purple
+        return "purple" if 335 <= hue < 350 else "red"
+    if name == "red":
+        if lightness < 60 and chroma < 13:
+            return "brown"
+        if lightness >= 70 or (lightness >= 62 and chroma < 12):
+            return "pink"  # salmon, light coral, rosy brown
+    if name == "orange" and (lightness < 60 or (chroma < 10 and lightness < 82)):
+        return "brown"  # sienna, saddle brown, tan, burlywood
+    if name == "yellow":
+        if hue < 95 and lightness < 65:
+            return "brown"  # dark gold
+        if hue >= 95 and lightness < 80:
+            return "olive"
+    if name == "purple" and hue >= 320 and lightness >= 68:
+        return "pink"  # violet, plum, orchid, magenta
+    return name
+
+
+def color_names(rgb: np.ndarray) -> list[str]:
+    """Basic colour names of sRGB colours [N, 3] uint8.
+
+    A colour our renderers draw gets its name there (`RENDERED_COLORS`). Any other is named
+    from OKLCh: black, gray or white by lightness when nearly colourless (chroma under 3.5,
+    about 12 in CIELAB units); otherwise by hue bin (`_HUE_BINS`), with brown for dark or
+    muted red and orange hues, pink for light red and light magenta hues, olive for dark
+    yellow.
+    """
+    rgb = np.asarray(rgb, np.uint8).reshape(-1, 3)
+    lch = _oklch(rgb)  # [N, 3]
+    return [RENDERED_COLORS.get(tuple(int(v) for v in c)) or _name_lch(*(float(v) for v in x))
+            for c, x in zip(rgb, lch)]
 
 
 def _rgb_array(image: Image.Image) -> np.ndarray:
@@ -247,14 +337,27 @@ def _rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def _region(image: Image.Image, box: list[int] | None) -> tuple[np.ndarray, int, int]:
-    """(RGB pixels [h, w, 3] of `box`, or of the whole image; the region's x0, y0)."""
+def _region(image: Image.Image, box: list[int] | None, max_pixels: int | None = None,
+            reader: str = "this tool") -> tuple[np.ndarray, int, int]:
+    """(RGB pixels [h, w, 3] of `box`, or of the whole image; the region's x0, y0).
+
+    A region over `max_pixels` is refused before any pixel is converted.
+    """
     if box is None:
         if image.width == 0 or image.height == 0:
             raise ToolError(INVALID_ARGUMENT, f"argument 'image': the image is empty "
                                               f"({image.width}x{image.height})")
+        x0, y0, x1, y1 = 0, 0, image.width, image.height
+    else:
+        x0, y0, x1, y1 = _check_box(box, image)
+    w, h = x1 - x0, y1 - y0
+    if max_pixels is not None and w * h > max_pixels:
+        what = "image" if box is None else "box"
+        raise ToolError(INVALID_ARGUMENT, f"argument '{what}': the {what} is {w}x{h} = "
+                        f"{w * h:,} pixels; {reader} reads at most {max_pixels:,}; pass a "
+                        "smaller box")
+    if box is None:
         return _rgb_array(image), 0, 0
-    x0, y0, x1, y1 = _check_box(box, image)
     return _rgb_array(image.crop((x0, y0, x1, y1))), x0, y0
 
 
@@ -549,7 +652,10 @@ class SceneReadError(ValueError):
 _MIN_OBJECT_AREA = 20  # px: specks smaller than the smallest rendered shape (~50 px) are noise
 _PALETTE_TOLERANCE = 12.0  # CIELAB distance within which a pixel has a palette colour
 _MAX_OFF_PALETTE = 0.05  # share of non-white pixels allowed off the palette
-_SCENE_RGB = np.array([NAMED_COLORS["white"], *SCENE_COLORS.values()], np.uint8)  # [11, 3]
+# As chart._MAX_PIXELS: rendered scenes are far smaller, and the reader's arrays grow with
+# the pixels (about 25 bytes each: ~100 MB and ~0.1-0.4 s at the limit).
+_MAX_SCENE_PIXELS = 4_000_000
+_SCENE_RGB = np.array([WHITE, *SCENE_COLORS.values()], np.uint8)  # [11, 3]
 _SCENE_LAB = _to_lab(_SCENE_RGB)
 _SCENE_NAMES = ("white", *SCENE_COLORS)
 
@@ -602,31 +708,59 @@ def _unpack(packed: np.ndarray) -> np.ndarray:
 
 
 _SCENE_PACKED = _pack(_SCENE_RGB)  # [11]
+_LABEL_BLOCK = 65_536  # off-palette pixels per block of distances: [65536, 11] float32 = 3 MB
 
 
 def _palette_labels(rgb: np.ndarray) -> np.ndarray:
     """Palette index per pixel, 0 = white: RGB [H, W, 3] -> int8 [H, W]; SceneReadError when
-    more than 5% of the non-white pixels are off the palette."""
+    more than 5% of the non-white pixels are off the palette.
+
+    Pixels of an exact palette colour are labelled directly; the others take the nearest
+    palette colour within `_PALETTE_TOLERANCE` (CIELAB) or count as off the palette, in
+    blocks of `_LABEL_BLOCK` pixels (bounded memory). Each block is a strided sample of all
+    of them, so a photo or noise is refused after a block or two: as soon as the off pixels
+    found exceed 5% even if every pixel not yet seen were a palette colour.
+    """
     packed = _pack(rgb)  # [H, W]
     labels = np.full(packed.shape, -1, np.int8)
     for i, p in enumerate(_SCENE_PACKED.tolist()):  # the renderer's exact colours: no sort
         labels[packed == p] = i
-    rest = labels < 0
+    rest = np.flatnonzero(labels < 0)  # [R] flat indices of the other pixels
+    coloured = int((labels > 0).sum())  # pixels of a non-white palette colour so far
     off_count = 0
-    if rest.any():
-        colours, inverse, counts = np.unique(packed[rest], return_inverse=True, return_counts=True)
-        lab = _to_lab(_unpack(colours))  # [U, 3]
-        d = np.linalg.norm(lab[:, None] - _SCENE_LAB[None], axis=-1)  # [U, 11]
-        off = d.min(axis=1) > _PALETTE_TOLERANCE
-        labels[rest] = np.where(off, 0, d.argmin(axis=1))[inverse]
-        off_count = int(counts[off].sum())
-    non_white = int((labels != 0).sum()) + off_count
-    if non_white and off_count > _MAX_OFF_PALETTE * non_white:
+    if rest.size:
+        rest_packed = packed.ravel()[rest]  # [R]
+        rest_labels = np.empty(rest.size, np.int8)
+        blocks, seen = -(-rest.size // _LABEL_BLOCK), 0
+        for j in range(blocks):
+            block = rest_packed[j::blocks]  # [n <= _LABEL_BLOCK]
+            # distinct colours only: a noisy or lossy scene has few near each palette colour
+            colours, inverse = np.unique(block, return_inverse=True)  # [u], [n]
+            d2 = _squared_distances(_to_lab(_unpack(colours)), _SCENE_LAB)  # [u, 11]
+            nearest = d2.argmin(axis=1)
+            off_colour = d2[np.arange(len(colours)), nearest] > _PALETTE_TOLERANCE ** 2
+            found = np.where(off_colour, 0, nearest).astype(np.int8)[inverse]  # [n]
+            off = off_colour[inverse]
+            rest_labels[j::blocks] = found
+            seen += len(block)
+            off_count += int(off.sum())
+            coloured += int((found > 0).sum())
+            if _too_far_off(off_count, coloured + rest.size - seen):
+                break
+        if not _too_far_off(off_count, coloured):  # else the blocks may have stopped early
+            labels.reshape(-1)[rest] = rest_labels
+    if _too_far_off(off_count, coloured):
         raise SceneReadError(
-            f"{off_count / non_white:.0%} of the non-white pixels are not flat palette "
-            "colours; the classical detector reads only flat-coloured shapes on white drawn by "
+            f"over {_MAX_OFF_PALETTE:.0%} of the non-white pixels are not flat palette colours; "
+            "the classical detector reads only flat-coloured shapes on white drawn by "
             "vista-jax's scene renderer")
     return labels
+
+
+def _too_far_off(off: int, coloured: int) -> bool:
+    """Whether `off` off-palette pixels are over 5% of the non-white ones, given `coloured`
+    pixels of a non-white palette colour."""
+    return off > _MAX_OFF_PALETTE * (coloured + off)
 
 
 def read_scene(rgb: np.ndarray) -> list[FoundShape]:
@@ -690,7 +824,8 @@ _BACKEND_NOTES = {
         "vista-jax's scene renderer draws them (other images give an error). `query` names "
         "colours ({colors}) and shapes ({shapes}, or plurals), e.g. \"red circle\", "
         "\"triangles\", \"blue\", \"all objects\", \"red and blue squares\"; "
-        "phrases are joined by commas, \"and\", \"or\". Objects come top to bottom."),
+        "phrases are joined by commas, \"and\", \"or\". Objects come top to bottom. "
+        "An image (or box) may have at most {max_pixels:,} pixels."),
     "hf": (
         "Works on any image (an open-vocabulary detector): `query` is one or more short "
         "noun phrases separated by commas, e.g. \"dog, red car\"; each box has the phrase it "
@@ -719,7 +854,7 @@ class DetectObjects(Tool):
         box: OptionalBox = None
 
     def __init__(self, backend: str = "classical", model_path: str | None = None,
-                 threshold: float = 0.1):
+                 threshold: float = 0.1, device: str = "cpu"):
         if backend not in self.backends:
             raise ValueError(f"option 'backend' of {self.name}: {backend!r} is not one of "
                              f"{', '.join(self.backends)}")
@@ -731,10 +866,15 @@ class DetectObjects(Tool):
         if backend == "hf":
             from tools_server.tools import hf_backends
 
-            self._detector = hf_backends.zero_shot_detector(model_path)  # ValueError if unusable
-        elif model_path is not None:
-            raise ValueError(f"option 'model_path' of {self.name} is for backend 'hf', "
-                             f"not {backend!r}")
+            # ValueError naming the option if unusable; whether the device exists is checked
+            # by `load` in the worker (the front, which builds this too, may have no GPU).
+            self._detector = hf_backends.zero_shot_detector(model_path, device=device)
+        else:
+            for option, value, default in (("model_path", model_path, None),
+                                           ("device", device, "cpu")):
+                if value != default:
+                    raise ValueError(f"option '{option}' of {self.name} is for backend 'hf', "
+                                     f"not {backend!r}")
 
     def load(self) -> None:
         if self._detector is not None:
@@ -743,7 +883,8 @@ class DetectObjects(Tool):
     @property
     def description(self) -> str:
         note = _BACKEND_NOTES[self.backend].format(colors=", ".join(SCENE_COLORS),
-                                                   shapes=", ".join(SCENE_SHAPES))
+                                                   shapes=", ".join(SCENE_SHAPES),
+                                                   max_pixels=_MAX_SCENE_PIXELS)
         return f"{super().description}\n\n{note}"
 
     def run(self, args: Arguments, ctx: ToolContext) -> ToolOutput:
@@ -758,7 +899,8 @@ class DetectObjects(Tool):
     def _find_classical(self, args: Arguments, ctx: ToolContext) -> list[dict] | ToolError:
         try:
             clauses = parse_scene_query(args.query)
-            rgb, ox, oy = _region(ctx.image(args.image), args.box)
+            rgb, ox, oy = _region(ctx.image(args.image), args.box, _MAX_SCENE_PIXELS,
+                                  "the classical detector")
             try:
                 shapes = read_scene(rgb)
             except SceneReadError as exc:
@@ -842,10 +984,7 @@ def _farthest_first(lab: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
 
 def _nearest_centre(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """Index of the nearest centre [N] for points [N, 3] and centres [k, 3] (squared L2)."""
-    d2 = np.zeros((len(points), len(centres)), np.float32)  # [N, k]
-    for ch in range(points.shape[1]):  # per channel: a 3-wide matmul is slower than this
-        d2 += (points[:, ch, None] - centres[None, :, ch]) ** 2
-    return d2.argmin(axis=1)
+    return _squared_distances(points, centres).argmin(axis=1)
 
 
 def dominant_colors(pixels: np.ndarray, k: int) -> list[tuple[np.ndarray, int]]:
@@ -886,10 +1025,15 @@ class DominantColors(Tool):
     """Names the main colours of an image (or of a box in it), with their shares of pixels.
 
     Returns up to `k` (1..8, default 3) colours, largest first, one line each: name, hex
-    value (the cluster's mean colour) and share of the counted pixels. Names are the nearest
-    of black, white, gray, red, orange, yellow, green, blue, purple, pink, brown. With
+    value (the cluster's mean colour) and share of the counted pixels. With
     `ignore_background` (default true) near-white pixels (every channel >= 235) are not
     counted.
+
+    Names are black, gray, white, red, orange, yellow, olive, green, cyan, blue, purple,
+    pink, brown. A colour drawn by vista-jax's renderers gets the name its chart and scene
+    tools use (as read_legend says). Any other colour is named by lightness, chroma and hue
+    (OKLCh): black, gray or white only when nearly colourless, else by hue, with brown for
+    dark or muted red-orange, pink for light red or light magenta, olive for dark yellow.
     """
 
     name = "dominant_colors"
@@ -914,12 +1058,10 @@ class DominantColors(Tool):
                                 "background; set ignore_background to false to count it")
         clusters = dominant_colors(pixels, args.k)
         means = np.array([c[0] for c in clusters])
-        names, _ = _nearest_named(np.clip(np.rint(means), 0, 255).astype(np.uint8))
-        names_list = list(NAMED_COLORS)
+        rgb_means = np.clip(np.rint(means), 0, 255).astype(np.uint8)  # [k, 3]
         colors = []
-        for (mean, n), idx in zip(clusters, names):
-            r, g, b = (int(v) for v in np.clip(np.rint(mean), 0, 255))
-            colors.append({"name": names_list[idx], "hex": f"#{r:02x}{g:02x}{b:02x}",
+        for (_, n), name, (r, g, b) in zip(clusters, color_names(rgb_means), rgb_means.tolist()):
+            colors.append({"name": name, "hex": f"#{r:02x}{g:02x}{b:02x}",
                            "rgb": [r, g, b], "share": round(n / len(pixels), 4)})
         text = "\n".join(f"{c['name']} {c['hex']} {c['share']:.1%}" for c in colors)
         return ToolOutput(text, [], {"colors": colors, "pixels": len(pixels),
