@@ -544,3 +544,13 @@ def test_dominant_colors_names_saturated_colours_by_hue_not_as_grey():
     image = stripes([((31, 119, 180), 40), ((23, 190, 207), 30), ((0, 128, 128), 30)])
     got = [(c["name"], c["share"]) for c in call(DominantColors(), image).data["colors"]]
     assert got == [("blue", 0.4), ("cyan", 0.3), ("cyan", 0.3)]
+
+
+def test_dominant_colors_refuses_huge_regions_before_reading_pixels():
+    big = Image.new("RGB", (2001, 2000), (30, 80, 220))
+    tool = default_registry().get("dominant_colors")
+    err = error_of(tool, big)
+    assert err.code == INVALID_ARGUMENT and "argument 'image'" in err.message
+    assert "4,000,000" in err.message
+    out = call(tool, big, box=[0, 0, 2000, 2000])  # exactly at the limit: read
+    assert out.data["colors"][0]["name"] == "blue"

@@ -1034,6 +1034,7 @@ class DominantColors(Tool):
     tools use (as read_legend says). Any other colour is named by lightness, chroma and hue
     (OKLCh): black, gray or white only when nearly colourless, else by hue, with brown for
     dark or muted red-orange, pink for light red or light magenta, olive for dark yellow.
+    An image (or box) may have at most 4,000,000 pixels.
     """
 
     name = "dominant_colors"
@@ -1047,7 +1048,9 @@ class DominantColors(Tool):
                                                  "pixels out")] = True
 
     def run(self, args: Arguments, ctx: ToolContext) -> ToolOutput:
-        rgb, _, _ = _region(ctx.image(args.image), args.box)
+        # Every pixel is assigned to a cluster (exact shares): bound the arrays that takes.
+        rgb, _, _ = _region(ctx.image(args.image), args.box, max_pixels=_MAX_SCENE_PIXELS,
+                            reader="dominant_colors")
         pixels = rgb.reshape(-1, 3)  # [N, 3]
         total = len(pixels)
         if args.ignore_background:
