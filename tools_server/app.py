@@ -18,10 +18,17 @@ errors are for requests that are not tool calls at all (400 malformed_request, 4
 payload_too_large, 404 not_found) and for load (429 overloaded). Every HTTP error body is
 `{"error": {"code", "message"}}`.
 
-Tools run in a bounded thread pool. At most `max_pending` calls are admitted at once
+Where calls run: CPU-bound tools on `threads` threads (one per usable core; a /v1/batch
+request's calls are pulled from a shared counter by one job per thread), tools that wait
+on a subprocess (`Tool.blocking`: python) on `blocking_threads` threads, model-backed tools
+on the worker pool when there is one. At most `max_pending` calls are admitted at once
 (running or queued); a call beyond that is answered `overloaded` at once. A call that
-misses its deadline is answered `timeout`, but keeps its admission slot until its thread
-really finishes, so runaway work turns into back-pressure instead of an unbounded queue.
+misses its deadline (`call_timeout_s`, or longer for a tool that enforces its own limit,
+`Tool.deadline_s`) is answered `timeout`. Its slot stays taken while a thread of this
+process still works on it: a thread call's slot is freed when the job that ran it ends (for
+a batch, when that thread has no call left to pull), so runaway work turns into
+back-pressure instead of an unbounded queue. A call sent to the worker pool frees its slot
+at its deadline; the worker bounds its own queue.
 """
 
 from __future__ import annotations
@@ -47,6 +54,14 @@ from tools_server.registry import ToolError, ToolRegistry, error_result
 log = logging.getLogger("tools_server")
 
 
+def _usable_cores() -> int:
+    """Cores this process may run on (CPU affinity / cpusets), not all the machine's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
 @dataclasses.dataclass
 class ServerConfig:
     host: str = "127.0.0.1"  # bind address; loopback unless you mean to expose the service
@@ -57,7 +72,7 @@ class ServerConfig:
     max_image_pixels: int = 25_000_000  # larger images are refused (decompression bombs)
     # Threads for CPU-bound tools: one per core. More only add GIL hand-offs (measured: light
     # calls at 256 in flight, p99 263 ms with 4 threads vs 197 ms with 2 on 2 cores).
-    threads: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
+    threads: int = dataclasses.field(default_factory=lambda: _usable_cores())
     # Threads for tools that mostly wait (`Tool.blocking`: the python sandbox's subprocess),
     # kept apart so that slow programs cannot starve the CPU-bound tools of threads.
     blocking_threads: int = 16
@@ -175,9 +190,10 @@ class ToolService:
         self.pending += 1
         return tool, args
 
-    def _timeout(self, tool: reg.Tool) -> dict[str, Any]:
+    def _timeout(self, tool: reg.Tool, seconds: float | None = None) -> dict[str, Any]:
+        seconds = self.config.call_timeout_s if seconds is None else seconds
         return error_result(reg.TIMEOUT, f"tool '{tool.name}' did not finish within "
-                            f"{self.config.call_timeout_s:g} s")
+                            f"{seconds:g} s")
 
     async def _call_alone(self, tool: reg.Tool, args: reg.ToolArguments,
                           arguments: dict[str, Any]) -> dict[str, Any]:
@@ -197,12 +213,13 @@ class ToolService:
             return error_result(reg.EXECUTION_FAILED, "the tool server is shutting down")
         # The slot is freed when the thread really finishes, not at the deadline.
         cfut.add_done_callback(lambda _f: self._release_threadsafe(loop, 1))
+        # A tool with its own time limit (python) reports overruns itself, as a result.
+        timeout_s = max(self.config.call_timeout_s, tool.deadline_s(args) or 0.0)
         try:
-            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(cfut)),
-                                          self.config.call_timeout_s)
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(cfut)), timeout_s)
         except asyncio.TimeoutError:
             cfut.cancel()  # only helps if it is still queued
-            return self._timeout(tool)
+            return self._timeout(tool, timeout_s)
 
     def _release_threadsafe(self, loop: asyncio.AbstractEventLoop, n: int) -> None:
         def release() -> None:

@@ -13,14 +13,13 @@ import argparse
 import asyncio
 import json
 import logging
-import os
-import signal
 import sys
 
 from tools_server import pool as pool_lib
 from tools_server import worker as worker_lib
 from tools_server.app import SERVICE, ServerConfig, create_app
-from tools_server.process_args import add_process_arguments, auth_token
+from tools_server.process_args import (add_process_arguments, auth_token, wait_for_stop,
+                                       write_port_file)
 
 log = logging.getLogger("tools_server")
 
@@ -41,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--max-image-pixels", type=int, default=defaults.max_image_pixels,
         help="largest image accepted, pixels")
     add("--threads", type=int, default=defaults.threads,
-        help="threads for CPU-bound tools (default: one per core)")
+        help="threads for CPU-bound tools (default: one per CPU this process may use)")
     add("--blocking-threads", type=int, default=defaults.blocking_threads,
         help="threads for tools that wait on a subprocess (python)")
     add("--max-pending", type=int, default=defaults.max_pending,
@@ -76,37 +75,17 @@ async def _serve(args: argparse.Namespace) -> None:
     port = runner.addresses[0][1]
     log.info("vista-tools serving %d tools on http://%s:%d", len(app[SERVICE].tools),
              config.host, port)
-    if args.port_file:
-        tmp = args.port_file + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(str(port))
-        os.replace(tmp, args.port_file)  # atomic: a reader never sees a partial number
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # not on the main thread / platform
-            pass
-    parent = os.getppid()
+    def announce() -> None:
+        if args.port_file:
+            write_port_file(args.port_file, port)
 
-    async def watch_parent() -> None:
-        while not stop.is_set():
-            await asyncio.sleep(1.0)
-            if os.getppid() != parent:
-                log.warning("parent process %d exited; stopping", parent)
-                stop.set()
-
-    watcher = asyncio.create_task(watch_parent()) if args.exit_with_parent else None
     try:
-        await stop.wait()
+        await wait_for_stop(args.exit_with_parent, ready=announce)
         log.info("draining: %d calls in flight", app[SERVICE].pending)
         if not await app[SERVICE].drain():
             log.warning("drain timed out with %d calls in flight", app[SERVICE].pending)
     finally:
-        if watcher is not None:
-            watcher.cancel()
         await runner.cleanup()
 
 

@@ -28,6 +28,7 @@ import abc
 import argparse
 import asyncio
 import collections
+import concurrent.futures
 import dataclasses
 import itertools
 import json
@@ -40,7 +41,8 @@ from tools_server import registry as reg
 from tools_server.images import IMAGE_ID_RE, ImageStore, InvalidImage
 from tools_server.registry import ToolRegistry, error_result
 from tools_server.worker import (DEFAULT_REGISTRY, IMAGES_MISSING, BadRequest, WorkerConfig,
-                                 b64decode, b64encode, load_registry, parse_tool_options)
+                                 b64decode, b64encode, load_registry, offload_if_large,
+                                 parse_tool_options)
 
 log = logging.getLogger("tools_server.pool")
 
@@ -326,7 +328,10 @@ class LocalHttpPool(RoutingPool):
                  health_interval_s: float = 1.0, connect_timeout_s: float = 2.0,
                  max_connections: int = 256, confirmed_images: int = 512,
                  headers: Mapping[str, str] | None = None,
-                 on_close: Callable[[], None] | None = None):
+                 on_close: Callable[[], None] | None = None,
+                 executor: concurrent.futures.Executor | None = None):
+        """`executor` (de)serialises requests and answers that inline large images (None:
+        the loop's default executor); small ones are handled on the event loop."""
         super().__init__(max_attempts=max_attempts, health_interval_s=health_interval_s)
         if not urls:
             raise ValueError("a LocalHttpPool needs at least one worker URL")
@@ -338,6 +343,7 @@ class LocalHttpPool(RoutingPool):
         self.confirmed_images = confirmed_images
         self.headers = dict(headers or {})
         self._on_close = on_close
+        self.executor = executor
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -387,15 +393,16 @@ class LocalHttpPool(RoutingPool):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return _Outcome("timeout")
-            for i in inline:
-                if i not in encoded:
-                    encoded[i] = b64encode(images[i])
-            payload = {"calls": [{"name": name, "arguments": arguments, "images": ids}],
-                       "images": {i: encoded[i] for i in inline}, "timeout_s": remaining}
+            data = await offload_if_large(sum(len(images[i]) for i in inline), _encode_request,
+                                          name, arguments, ids, images, inline, encoded, remaining,
+                                          executor=self.executor)
+            remaining = deadline - loop.time()  # encoding a large request takes time
+            if remaining <= 0:
+                return _Outcome("timeout")
             timeout = aiohttp.ClientTimeout(total=remaining,
                                             sock_connect=min(remaining, self.connect_timeout_s))
             try:
-                async with self._session.post(w.url + "/v1/run", data=json.dumps(payload),
+                async with self._session.post(w.url + "/v1/run", data=data,
                                               timeout=timeout) as resp:
                     status, raw = resp.status, await resp.read()
             except asyncio.TimeoutError:
@@ -404,14 +411,16 @@ class LocalHttpPool(RoutingPool):
                 return _Outcome("failed", reason="connect timeout")
             except (aiohttp.ClientError, OSError) as exc:
                 return _Outcome("failed", reason=f"{type(exc).__name__}: {exc}")
-            try:
-                body = json.loads(raw)
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                body = None
+            body, parsed = await offload_if_large(len(raw), _decode_response, status, raw,
+                                                  executor=self.executor)
+            if status == 200:
+                if isinstance(parsed, str):
+                    return _Outcome("failed", reason=parsed)
+                result, produced = parsed
+                w.confirm([*ids, *produced], self.confirmed_images)
+                return _Outcome("ok", result, produced)
             err = body.get("error") if isinstance(body, dict) else None
             code = err.get("code") if isinstance(err, dict) else None
-            if status == 200:
-                return self._parse_ok(w, ids, body)
             if status == 409 and code == IMAGES_MISSING and not resend:
                 missing = err.get("missing")
                 if not isinstance(missing, list) or not set(missing) <= set(ids):
@@ -432,17 +441,35 @@ class LocalHttpPool(RoutingPool):
                 reg.EXECUTION_FAILED, f"the tool worker refused the call ({status}): {message}"))
         raise AssertionError("unreachable")
 
-    def _parse_ok(self, w: _Worker, ids: list[str], body: Any) -> _Outcome:
-        try:
-            result = body["results"][0]
-            if not isinstance(result, dict) or "ok" not in result:
-                raise ValueError("a result must be an object with 'ok'")
-            produced = {k: b64decode(v, f"images[{k!r}]")
-                        for k, v in body.get("images", {}).items()}
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError, BadRequest) as exc:
-            return _Outcome("failed", reason=f"malformed worker response: {exc}")
-        w.confirm([*ids, *produced], self.confirmed_images)
-        return _Outcome("ok", result, produced)
+
+def _encode_request(name: str, arguments: dict[str, Any], ids: list[str],
+                    images: Mapping[str, bytes], inline: list[str], encoded: dict[str, str],
+                    timeout_s: float) -> str:
+    """The /v1/run body of one call; `encoded` caches base64 across the call's attempts."""
+    for i in inline:
+        if i not in encoded:
+            encoded[i] = b64encode(images[i])
+    return json.dumps({"calls": [{"name": name, "arguments": arguments, "images": ids}],
+                       "images": {i: encoded[i] for i in inline}, "timeout_s": timeout_s})
+
+
+def _decode_response(status: int, raw: bytes
+                     ) -> tuple[Any, tuple[dict[str, Any], dict[str, bytes]] | str | None]:
+    """(JSON body or None, and for a 200: (result, {id: PNG} produced) or why it is malformed)."""
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        body = None
+    if status != 200:
+        return body, None
+    try:
+        result = body["results"][0]
+        if not isinstance(result, dict) or "ok" not in result:
+            raise ValueError("a result must be an object with 'ok'")
+        produced = {k: b64decode(v, f"images[{k!r}]") for k, v in body.get("images", {}).items()}
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, BadRequest) as exc:
+        return body, f"malformed worker response: {exc}"
+    return body, (result, produced)
 
 
 # --- the front's command line ---------------------------------------------------------------

@@ -1,11 +1,20 @@
-"""Command-line options and checks shared by the front (`serve`) and `worker` processes:
-bearer-token auth, drain on SIGTERM, parent watch, logging."""
+"""What the front (`serve`) and `worker` processes share: their common flags, the bearer-token
+check (flag and middleware), the port file, and waiting for SIGTERM or the parent's exit."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import hmac
 import ipaddress
+import logging
 import os
+import signal
+from typing import Callable, Collection
+
+from aiohttp import web
+
+log = logging.getLogger("tools_server")
 
 
 def add_process_arguments(parser: argparse.ArgumentParser, *, drain_timeout_s: float,
@@ -53,3 +62,66 @@ def auth_token(args: argparse.Namespace) -> str | None:
                          "(--auth-token-file or VISTA_TOOLS_TOKEN), or pass "
                          "--allow-unauthenticated")
     return token
+
+
+def bearer_auth_middleware(get_token: Callable[[], str | None], public_paths: Collection[str],
+                           realm: str):
+    """aiohttp middleware: every path but `public_paths` needs `Authorization: Bearer <token>`
+    (401 with a JSON error body otherwise); `get_token()` None turns the check off."""
+
+    @web.middleware
+    async def bearer_auth(request: web.Request, handler):
+        token = get_token()
+        if token is None or request.path in public_paths:
+            return await handler(request)
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        # Constant-time comparison: response timing must not reveal a prefix of the token.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(),
+                                                                 token.encode()):
+            return web.json_response(
+                {"error": {"code": "unauthorized", "message": "missing or wrong bearer token "
+                           "(send 'Authorization: Bearer <token>')"}},
+                status=401, headers={"WWW-Authenticate": f'Bearer realm="{realm}"'})
+        return await handler(request)
+
+    return bearer_auth
+
+
+def write_port_file(path: str, port: int) -> None:
+    """Writes the bound port to `path` for the process that started this one."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(str(port))
+    os.replace(tmp, path)  # atomic: a reader never sees a partial number
+
+
+async def wait_for_stop(exit_with_parent: bool = False, *,
+                        ready: Callable[[], None] | None = None, poll_s: float = 1.0) -> None:
+    """Returns on SIGTERM or SIGINT, or, with `exit_with_parent`, once the parent has exited.
+
+    `ready` is called once the signal handlers are in place: write the port file there, so
+    that whoever waits for it can already stop this process cleanly. The handlers stay
+    installed after it returns, so a second signal does not kill the drain that follows.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not on the main thread / platform
+            pass
+    if ready is not None:
+        ready()
+    if not exit_with_parent:
+        await stop.wait()
+        return
+    parent = os.getppid()
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), poll_s)
+            return
+        except asyncio.TimeoutError:
+            # Orphaned processes are re-parented, so a changed parent id means it exited.
+            if os.getppid() != parent:
+                log.warning("parent process %d exited; stopping", parent)
+                return

@@ -3,8 +3,9 @@
 A tool is a class with a `name`, a `family`, a docstring (the description the model sees)
 and an `Arguments` pydantic model. The model gives both the JSON Schema shown to the policy
 (OpenAI function-calling shape) and the validation of its calls. `run` is synchronous and
-pure: the server runs it in a worker thread, so it may be CPU-heavy but must not block on
-I/O.
+a pure function of its arguments and images: the server runs it in a thread, so it may be
+CPU-heavy. A tool that mostly waits instead (on a subprocess: the python tool) sets
+`blocking = True` and runs on a separate pool of threads.
 
 Result dicts (the wire contract):
     {"ok": true, "text": str, "images": [image_id, ...], "data": {...}}
@@ -134,6 +135,11 @@ class Tool:
 
     def run(self, args: ToolArguments, ctx: ToolContext) -> ToolOutput:  # runs in a worker thread
         raise NotImplementedError
+
+    def deadline_s(self, args: ToolArguments) -> float | None:
+        """How long a call may take, for a tool that enforces its own time limit (the server
+        then waits max(its call deadline, this)); None: the server's deadline alone."""
+        return None
 
     def load(self) -> None:
         """Loads weights ahead of the first call; a pool worker calls it before /readyz passes.

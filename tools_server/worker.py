@@ -44,22 +44,20 @@ import binascii
 import collections
 import concurrent.futures
 import dataclasses
-import hmac
 import importlib
 import json
 import logging
 import math
-import os
-import signal
 import time
 import uuid
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from aiohttp import web
 
 from tools_server import registry as reg
 from tools_server.images import IMAGE_ID_RE, ImageStore, InvalidImage, StoredImage
-from tools_server.process_args import add_process_arguments, auth_token
+from tools_server.process_args import (add_process_arguments, auth_token, bearer_auth_middleware,
+                                       wait_for_stop, write_port_file)
 from tools_server.registry import (Tool, ToolArguments, ToolError, ToolOutput, ToolRegistry,
                                    error_result)
 
@@ -605,6 +603,36 @@ def b64encode(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+# (De)serialising more than this many bytes of images runs in a thread, so that the event loop
+# keeps answering meanwhile; less costs under ~0.2 ms, cheaper than the thread hand-off.
+OFFLOAD_BYTES = 64 * 1024
+
+_T = TypeVar("_T")
+
+
+async def offload_if_large(nbytes: int, fn: Callable[..., _T], *args: Any,
+                           executor: concurrent.futures.Executor | None = None) -> _T:
+    """`fn(*args)`: inline when `nbytes` ≤ OFFLOAD_BYTES, else on `executor` (None: the loop's
+    default one). Exceptions propagate either way."""
+    if nbytes <= OFFLOAD_BYTES:
+        return fn(*args)
+    return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+
+def decode_run_body(raw: bytes) -> tuple[list[WorkCall], dict[str, bytes], float | None]:
+    """The raw /v1/run body -> parse_run_request's answer, or BadRequest."""
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise BadRequest(f"body is not JSON: {exc}") from None
+    return parse_run_request(body)
+
+
+def encode_run_response(results: list[dict[str, Any]], produced: Mapping[str, bytes]) -> str:
+    """The JSON text of a 200 /v1/run answer."""
+    return json.dumps({"results": results, "images": {k: b64encode(v) for k, v in produced.items()}})
+
+
 def parse_run_request(body: Any) -> tuple[list[WorkCall], dict[str, bytes], float | None]:
     """The /v1/run body -> (calls, inlined images, timeout_s), or BadRequest."""
     if not isinstance(body, dict) or not isinstance(body.get("calls"), list) or not body["calls"]:
@@ -642,19 +670,8 @@ def create_worker_app(config: WorkerConfig | None = None, tools: ToolRegistry | 
     config = config or WorkerConfig()
     service = WorkerService(config, tools, load=load)
 
-    @web.middleware
-    async def bearer_auth(request: web.Request, handler):
-        token = config.auth_token
-        if token is None or request.path == "/healthz":
-            return await handler(request)
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(),
-                                                                 token.encode()):
-            return web.json_response(
-                {"error": {"code": "unauthorized", "message": "missing or wrong bearer token"}},
-                status=401, headers={"WWW-Authenticate": 'Bearer realm="vista-tools-worker"'})
-        return await handler(request)
-
+    bearer_auth = bearer_auth_middleware(lambda: config.auth_token, frozenset({"/healthz"}),
+                                         realm="vista-tools-worker")
     app = web.Application(client_max_size=int(config.max_body_mb * 2**20),
                           middlewares=[_json_errors, bearer_auth])
     app[WORKER] = service
@@ -668,12 +685,9 @@ def create_worker_app(config: WorkerConfig | None = None, tools: ToolRegistry | 
         if (exc := service._unavailable()) is not None:  # before reading a large body
             service.metrics.reject(exc.code)
             return error(503, exc.code, exc.message)
+        raw = await request.read()
         try:
-            body = json.loads(await request.read())
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            return error(400, "malformed_request", f"body is not JSON: {exc}")
-        try:
-            calls, images, timeout_s = parse_run_request(body)
+            calls, images, timeout_s = await offload_if_large(len(raw), decode_run_body, raw)
             results, produced = await service.run_calls(calls, images, timeout_s=timeout_s)
         except BadRequest as exc:
             return error(400, "malformed_request", str(exc))
@@ -681,8 +695,9 @@ def create_worker_app(config: WorkerConfig | None = None, tools: ToolRegistry | 
             return error(503, exc.code, exc.message)
         except ImagesMissing as exc:
             return error(409, IMAGES_MISSING, str(exc), missing=exc.ids)
-        return web.json_response({"results": results,
-                                  "images": {k: b64encode(v) for k, v in produced.items()}})
+        text = await offload_if_large(sum(map(len, produced.values())), encode_run_response,
+                                      results, produced)
+        return web.Response(text=text, content_type="application/json")
 
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "state": service.state,
@@ -757,13 +772,6 @@ def add_worker_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def _write_port_file(path: str, port: int) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(str(port))
-    os.replace(tmp, path)  # atomic: a reader never sees a partial number
-
-
 async def _serve(args: argparse.Namespace) -> int:
     token = auth_token(args)
     config = WorkerConfig(host=args.host, port=args.port, max_batch=args.max_batch,
@@ -780,28 +788,14 @@ async def _serve(args: argparse.Namespace) -> int:
     await web.TCPSite(runner, config.host, config.port).start()
     port = runner.addresses[0][1]
     log.info("vista-tools worker listening on http://%s:%d", config.host, port)
-    if args.port_file:
-        _write_port_file(args.port_file, port)
 
-    stop = asyncio.Event()
+    def announce() -> None:
+        if args.port_file:
+            write_port_file(args.port_file, port)
+
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
-    parent = os.getppid()
-
-    async def watch_parent() -> None:
-        while not stop.is_set():
-            await asyncio.sleep(1.0)
-            if os.getppid() != parent:
-                log.warning("parent process %d exited; stopping", parent)
-                stop.set()
-
-    watcher = loop.create_task(watch_parent()) if args.exit_with_parent else None
     loading = app[LOADING]
-    stopping = loop.create_task(stop.wait())
+    stopping = loop.create_task(wait_for_stop(args.exit_with_parent, ready=announce))
     code = 0
     try:
         await asyncio.wait([loading, stopping], return_when=asyncio.FIRST_COMPLETED)
@@ -814,9 +808,7 @@ async def _serve(args: argparse.Namespace) -> int:
             if not await service.drain():
                 log.warning("drain timed out after %g s; exiting anyway", config.drain_timeout_s)
     finally:
-        for task in (watcher, stopping):
-            if task is not None:
-                task.cancel()
+        stopping.cancel()
         await runner.cleanup()
     return code
 

@@ -471,3 +471,16 @@ def test_batch_calls_share_threads_and_a_slow_one_does_not_hold_up_the_rest():
         assert service.pending == 0
 
     serve(fn, ServerConfig(threads=2, call_timeout_s=0.3), extra_tools=[Sleepy])
+
+
+def test_a_tool_with_its_own_time_limit_reports_the_overrun_itself():
+    async def fn(client):
+        result = await call(client, "python", {"code": "print('started', flush=True)\n"
+                                                       "while True:\n    pass",
+                                               "timeout_s": 1.0})
+        # The server's 0.5 s deadline would have answered `timeout` with nothing; the
+        # sandbox's own limit gives an ok result with the partial output instead.
+        assert result["ok"] and result["data"]["timed_out"] is True
+        assert "started" in result["text"]
+
+    serve(fn, ServerConfig(call_timeout_s=0.5))

@@ -82,6 +82,11 @@ class Python(Tool):
         self.sandbox = default_sandbox() if isolation == "auto" else Sandbox(isolation)
         self.limits = Limits(memory_bytes=memory_bytes, output_bytes=output_bytes)
 
+    def deadline_s(self, args: Arguments) -> float:
+        # The sandbox stops the program itself and reports it as an ok result with the
+        # partial output; the server must not answer `timeout` before that.
+        return args.timeout_s + self.limits.startup_s + 1.0
+
     def run(self, args: Arguments, ctx: ToolContext) -> ToolOutput:
         limits = dataclasses.replace(self.limits, timeout_s=args.timeout_s)
         try:
