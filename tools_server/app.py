@@ -18,17 +18,20 @@ errors are for requests that are not tool calls at all (400 malformed_request, 4
 payload_too_large, 404 not_found) and for load (429 overloaded). Every HTTP error body is
 `{"error": {"code", "message"}}`.
 
-Where calls run: CPU-bound tools on `threads` threads (one per usable core; a /v1/batch
-request's calls are pulled from a shared counter by one job per thread), tools that wait
-on a subprocess (`Tool.blocking`: python) on `blocking_threads` threads, model-backed tools
-on the worker pool when there is one. At most `max_pending` calls are admitted at once
-(running or queued); a call beyond that is answered `overloaded` at once. A call that
-misses its deadline (`call_timeout_s`, or longer for a tool that enforces its own limit,
-`Tool.deadline_s`) is answered `timeout`. Its slot stays taken while a thread of this
-process still works on it: a thread call's slot is freed when the job that ran it ends (for
-a batch, when that thread has no call left to pull), so runaway work turns into
-back-pressure instead of an unbounded queue. A call sent to the worker pool frees its slot
-at its deadline; the worker bounds its own queue.
+Where calls run: CPU-bound tools on `threads` threads (one per usable core), tools that
+wait on a subprocess (`Tool.blocking`: python) on `blocking_threads` threads of their own,
+and model-backed tools on the worker pool when there is one. At most `max_pending` calls are
+admitted at once (running or queued); a call beyond that is answered `overloaded` at once.
+A call's deadline, queueing included, is `call_timeout_s`, or longer for a tool that
+enforces its own time limit (`Tool.deadline_s`); a call that misses it is answered
+`timeout`. When a call's admission slot is freed:
+    - CPU-bound: one job per thread pulls a request's calls in turn, and the slots of the
+      calls a job pulled are freed together when the job ends: a lone call's when it ends
+      (even past its deadline), a batch's when that thread finds no call left to pull;
+    - blocking: when its thread finishes it (or at its deadline if it never started);
+    - worker pool: when the pool answers, which it does by the deadline (`timeout`), though
+      the worker may still be running the call then (its bounded queue pushes back there).
+So runaway work in this process turns into back-pressure instead of an unbounded queue.
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import hmac
 import itertools
 import json
 import logging
@@ -49,6 +51,7 @@ from aiohttp import web
 from tools_server import registry as reg
 from tools_server.images import IMAGE_ID_RE, ImageStore, InvalidImage
 from tools_server.pool import WorkerPool, call_via_pool
+from tools_server.process_args import bearer_auth_middleware
 from tools_server.registry import ToolError, ToolRegistry, error_result
 
 log = logging.getLogger("tools_server")
@@ -70,9 +73,10 @@ class ServerConfig:
     max_images: int = 4096  # images kept in the store (LRU)
     max_store_mb: float = 1024.0  # PNG bytes + decoded pixels kept in the store, MiB
     max_image_pixels: int = 25_000_000  # larger images are refused (decompression bombs)
-    # Threads for CPU-bound tools: one per core. More only add GIL hand-offs (measured: light
-    # calls at 256 in flight, p99 263 ms with 4 threads vs 197 ms with 2 on 2 cores).
-    threads: int = dataclasses.field(default_factory=lambda: _usable_cores())
+    # Threads for CPU-bound tools: one per core this process may use. More only add GIL
+    # hand-offs (measured: light calls at 256 in flight, p99 263 ms with 4 threads vs 197 ms
+    # with 2 on 2 cores).
+    threads: int = dataclasses.field(default_factory=_usable_cores)
     # Threads for tools that mostly wait (`Tool.blocking`: the python sandbox's subprocess),
     # kept apart so that slow programs cannot starve the CPU-bound tools of threads.
     blocking_threads: int = 16
@@ -174,12 +178,22 @@ class ToolService:
                                 f"tool '{tool.name}' failed: {type(exc).__name__}: {exc}")
 
     def _admit(self, name: Any, arguments: Any
-               ) -> tuple[reg.Tool, reg.ToolArguments] | dict[str, Any]:
-        """Validation and admission: (tool, args) holding one pending slot, or a result."""
+               ) -> tuple[reg.Tool, reg.ToolArguments, float] | dict[str, Any]:
+        """Validation and admission: (tool, args, deadline in s) holding one pending slot, or
+        a result."""
         try:
             tool, args = self.tools.validate(name, arguments)
         except ToolError as exc:
             return exc.result()
+        timeout_s = self.config.call_timeout_s
+        try:
+            own = tool.deadline_s(args)
+        except Exception:  # a bug there must not leak a slot or fail the request
+            log.exception("deadline_s of tool %s failed", tool.name)
+            own = None
+        if own is not None:
+            # A tool with its own time limit (python) reports an overrun itself, in its result.
+            timeout_s = max(timeout_s, own)
         if self.draining:
             return error_result(reg.OVERLOADED, "the tool server is shutting down (draining); "
                                 "retry on another server")
@@ -188,21 +202,20 @@ class ToolService:
                                 f"the tool server is busy ({self.pending} calls pending); "
                                 f"retry in {self.config.retry_after_s} s")
         self.pending += 1
-        return tool, args
+        return tool, args, timeout_s
 
-    def _timeout(self, tool: reg.Tool, seconds: float | None = None) -> dict[str, Any]:
-        seconds = self.config.call_timeout_s if seconds is None else seconds
+    @staticmethod
+    def _timeout(tool: reg.Tool, seconds: float) -> dict[str, Any]:
         return error_result(reg.TIMEOUT, f"tool '{tool.name}' did not finish within "
                             f"{seconds:g} s")
 
     async def _call_alone(self, tool: reg.Tool, args: reg.ToolArguments,
-                          arguments: dict[str, Any]) -> dict[str, Any]:
+                          arguments: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         """An admitted call on the worker pool or the blocking threads; frees its slot."""
         if self.worker_pool is not None and tool.model_backed:
             try:  # the pool keeps the deadline and turns every failure into a result
                 return await call_via_pool(self.worker_pool, self.store, tool.name, arguments,
-                                           timeout_s=self.config.call_timeout_s,
-                                           executor=self.pool)
+                                           timeout_s=timeout_s, executor=self.pool)
             finally:
                 self.pending -= 1
         loop = asyncio.get_running_loop()
@@ -213,8 +226,6 @@ class ToolService:
             return error_result(reg.EXECUTION_FAILED, "the tool server is shutting down")
         # The slot is freed when the thread really finishes, not at the deadline.
         cfut.add_done_callback(lambda _f: self._release_threadsafe(loop, 1))
-        # A tool with its own time limit (python) reports overruns itself, as a result.
-        timeout_s = max(self.config.call_timeout_s, tool.deadline_s(args) or 0.0)
         try:
             return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(cfut)), timeout_s)
         except asyncio.TimeoutError:
@@ -229,18 +240,20 @@ class ToolService:
         except RuntimeError:  # loop already closed
             pass
 
-    async def _run_local(self, calls: list[tuple[int, reg.Tool, reg.ToolArguments]],
+    async def _run_local(self, calls: list[tuple[int, reg.Tool, reg.ToolArguments, float]],
                          results: list[Any], finished: list[float]) -> None:
-        """Runs admitted CPU-bound calls on the tool threads, writing `results[i]`.
+        """Runs admitted CPU-bound calls (index, tool, args, deadline in s) on the tool threads,
+        writing `results[i]`.
 
         One job per thread pulls the next call from a shared counter until none is left, so a
         batch costs a few thread hand-offs instead of one per call, and a slow call does not
         hold up the others (the other threads go on pulling). A call still queued at its
-        deadline is skipped; one running past it is answered `timeout` by the caller, and its
-        slot stays taken until its thread finishes.
+        deadline is skipped, and one that ends past it leaves no result: the caller answers
+        both `timeout`. The slots of a job's calls are freed when the job ends.
         """
         loop = asyncio.get_running_loop()
-        deadline = time.monotonic() + self.config.call_timeout_s
+        now = time.monotonic()
+        deadlines = [now + timeout_s for _i, _tool, _args, timeout_s in calls]
         counter = itertools.count()  # next() on it is atomic under the GIL
 
         def job() -> None:
@@ -249,12 +262,13 @@ class ToolService:
                 for k in counter:
                     if k >= len(calls):
                         return
-                    i, tool, args = calls[k]
+                    i, tool, args, _timeout_s = calls[k]
                     ran += 1
-                    if time.monotonic() < deadline:
+                    if time.monotonic() < deadlines[k]:
                         result = self._run_sync(tool, args)
-                        finished[i] = time.perf_counter()  # before the result: see call_many
-                        results[i] = result
+                        if time.monotonic() <= deadlines[k]:
+                            finished[i] = time.perf_counter()  # before the result: see call_many
+                            results[i] = result
             finally:
                 self._release_threadsafe(loop, ran)
 
@@ -266,10 +280,10 @@ class ToolService:
                 break
         if not futures:
             self.pending -= len(calls)
-            for i, _tool, _args in calls:
+            for i, _tool, _args, _timeout_s in calls:
                 results[i] = error_result(reg.EXECUTION_FAILED, "the tool server is shutting down")
             return
-        await asyncio.wait(futures, timeout=max(0.0, deadline - time.monotonic()))
+        await asyncio.wait(futures, timeout=max(0.0, max(deadlines) - time.monotonic()))
 
     async def call_many(self, calls: list[tuple[Any, Any]]) -> list[dict[str, Any]]:
         """Tool calls -> their results, in order. Never raises (but for cancellation)."""
@@ -278,21 +292,22 @@ class ToolService:
         results: list[Any] = [None] * n  # written by tool threads until the deadline
         finished = [0.0] * n
         tools: list[reg.Tool | None] = [None] * n
+        timeouts = [0.0] * n
         local, alone = [], []
         for i, (name, arguments) in enumerate(calls):
             admitted = self._admit(name, arguments)
             if isinstance(admitted, dict):
                 results[i], finished[i] = admitted, time.perf_counter()
                 continue
-            tool, args = admitted
+            tool, args, timeouts[i] = admitted
             tools[i] = tool
             if tool.blocking or (self.worker_pool is not None and tool.model_backed):
                 alone.append((i, tool, args, arguments))
             else:
-                local.append((i, tool, args))
+                local.append((i, tool, args, timeouts[i]))
 
         async def one(i, tool, args, arguments):
-            results[i] = await self._call_alone(tool, args, arguments)
+            results[i] = await self._call_alone(tool, args, arguments, timeouts[i])
             finished[i] = time.perf_counter()
 
         await asyncio.gather(*([self._run_local(local, results, finished)] if local else []),
@@ -300,8 +315,8 @@ class ToolService:
         out = []
         for i, (name, _arguments) in enumerate(calls):
             result, tool = results[i], tools[i]
-            if result is None:  # still running (or skipped) at the deadline
-                result, finished[i] = self._timeout(tool), time.perf_counter()
+            if result is None:  # still running (or skipped) at its deadline
+                result, finished[i] = self._timeout(tool, timeouts[i]), time.perf_counter()
             label = tool.name if tool is not None else (
                 name if isinstance(name, str) and name in self.tools else "_unknown")
             self.metrics.observe(label, result, finished[i] - start)
@@ -366,22 +381,6 @@ async def _json_errors(request: web.Request, handler):
 
 
 _PUBLIC_PATHS = frozenset({"/healthz"})  # load balancers probe without credentials
-
-
-@web.middleware
-async def _bearer_auth(request: web.Request, handler):
-    token = request.app[SERVICE].config.auth_token
-    if token is None or request.path in _PUBLIC_PATHS:
-        return await handler(request)
-    given = request.headers.get("Authorization", "")
-    scheme, _, value = given.partition(" ")
-    # Constant-time comparison: response timing must not reveal a prefix of the token.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(),
-                                                             token.encode()):
-        return _error(401, "unauthorized", "missing or wrong bearer token "
-                      "(send 'Authorization: Bearer <token>')",
-                      headers={"WWW-Authenticate": 'Bearer realm="vista-tools"'})
-    return await handler(request)
 
 
 async def _read_body(request: web.Request) -> bytes:
@@ -499,8 +498,10 @@ def create_app(config: ServerConfig | None = None,
     if tools is None:
         from tools_server.tools import default_registry
         tools = default_registry()
+    bearer_auth = bearer_auth_middleware(lambda: config.auth_token, _PUBLIC_PATHS,
+                                         realm="vista-tools")
     app = web.Application(client_max_size=int(config.max_body_mb * 2**20),
-                          middlewares=[_json_errors, _bearer_auth])
+                          middlewares=[_json_errors, bearer_auth])
     service = ToolService(config, tools, worker_pool)
     app[SERVICE] = service
     app.router.add_get("/healthz", healthz)

@@ -3,9 +3,13 @@
 A tool is a class with a `name`, a `family`, a docstring (the description the model sees)
 and an `Arguments` pydantic model. The model gives both the JSON Schema shown to the policy
 (OpenAI function-calling shape) and the validation of its calls. `run` is synchronous and
-a pure function of its arguments and images: the server runs it in a thread, so it may be
-CPU-heavy. A tool that mostly waits instead (on a subprocess: the python tool) sets
-`blocking = True` and runs on a separate pool of threads.
+a pure function of its arguments and images, run on a server thread. By default that is one
+of the CPU threads (one per core): `run` may compute hard but should not wait (on I/O, a
+subprocess, a sleep), since a waiting call idles a core's thread. A tool that mostly waits
+(the python tool waits on its sandboxed subprocess) sets `blocking = True`: it then runs on
+a separate, larger pool of threads, so that waiting calls cannot hold every CPU thread.
+A call must end within the server's deadline, unless its tool enforces a time limit of its
+own and says how long a call may take (`deadline_s`).
 
 Result dicts (the wire contract):
     {"ok": true, "text": str, "images": [image_id, ...], "data": {...}}
@@ -137,8 +141,13 @@ class Tool:
         raise NotImplementedError
 
     def deadline_s(self, args: ToolArguments) -> float | None:
-        """How long a call may take, for a tool that enforces its own time limit (the server
-        then waits max(its call deadline, this)); None: the server's deadline alone."""
+        """Seconds a call may take, queueing included, for a tool that enforces its own time
+        limit and reports an overrun in its result; None (the default): no own limit.
+
+        The server waits max(its `call_timeout_s`, this) before answering `timeout`, so that
+        a limit the tool offers (the python tool's `timeout_s`) ends in the tool's own result.
+        Called for every call: keep it cheap.
+        """
         return None
 
     def load(self) -> None:

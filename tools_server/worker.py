@@ -630,7 +630,8 @@ def decode_run_body(raw: bytes) -> tuple[list[WorkCall], dict[str, bytes], float
 
 def encode_run_response(results: list[dict[str, Any]], produced: Mapping[str, bytes]) -> str:
     """The JSON text of a 200 /v1/run answer."""
-    return json.dumps({"results": results, "images": {k: b64encode(v) for k, v in produced.items()}})
+    return json.dumps({"results": results,
+                       "images": {k: b64encode(v) for k, v in produced.items()}})
 
 
 def parse_run_request(body: Any) -> tuple[list[WorkCall], dict[str, bytes], float | None]:

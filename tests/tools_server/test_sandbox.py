@@ -425,3 +425,16 @@ def test_tool_bad_arguments(arguments, code, where):
 def test_tool_is_the_last_math_tool():
     math_tools = [c for c in ALL_TOOLS if c.family == "math"]
     assert math_tools[-1] is Python and Python.name == "python"
+
+
+def test_tool_deadline_covers_its_own_limit_up_to_the_maximum(tool):
+    from tools_server.app import ServerConfig
+    from tools_server.tools.code import MAX_TIMEOUT_S
+
+    for timeout_s in (0.1, 5.0, MAX_TIMEOUT_S):
+        args = tool.Arguments(code="pass", timeout_s=timeout_s)
+        # The sandbox's kill comes at timeout_s + startup_s; the server waits longer than that.
+        assert tool.deadline_s(args) > timeout_s + tool.limits.startup_s
+    # At the maximum the server's default deadline alone would answer `timeout` first.
+    assert tool.deadline_s(tool.Arguments(code="pass", timeout_s=MAX_TIMEOUT_S)) \
+        > ServerConfig().call_timeout_s

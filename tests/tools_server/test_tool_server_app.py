@@ -16,6 +16,7 @@ from PIL import Image
 from tools_server import registry as reg
 from tools_server.app import SERVICE, ServerConfig, create_app
 from tools_server.images import ImageStore, InvalidImage
+from tools_server.pool import WorkerPool
 from tools_server.registry import Tool, ToolArguments, ToolOutput, ToolRegistry
 from tools_server.tools import ALL_TOOLS
 from vista_jax.env.tasks.render import render_bar_chart, render_points_diagram
@@ -481,6 +482,91 @@ def test_a_tool_with_its_own_time_limit_reports_the_overrun_itself():
         # The server's 0.5 s deadline would have answered `timeout` with nothing; the
         # sandbox's own limit gives an ok result with the partial output instead.
         assert result["ok"] and result["data"]["timed_out"] is True
-        assert "started" in result["text"]
+        assert result["text"].startswith("started\n[timed out: stopped after 1 s")
 
     serve(fn, ServerConfig(call_timeout_s=0.5))
+
+
+class Patient(Sleepy):
+    """Sleeps, with a time limit of its own (test tool)."""
+
+    name = "patient"
+
+    class Arguments(ToolArguments):
+        seconds: float
+        limit: float
+
+    def deadline_s(self, args):
+        return args.limit
+
+
+def test_own_deadlines_hold_per_call_on_the_cpu_threads_and_timeouts_name_them():
+    async def fn(client):
+        calls = [{"name": "patient", "arguments": {"seconds": 0.4, "limit": 0.9}},
+                 {"name": "patient", "arguments": {"seconds": 0.7, "limit": 0.35}},
+                 {"name": "sleepy", "arguments": {"seconds": 0.4}},
+                 {"name": "patient", "arguments": {"seconds": 0.0, "limit": 0.01}}]
+        resp = await client.post("/v1/batch", json={"calls": calls})
+        return (await resp.json())["results"]
+
+    results = serve(fn, ServerConfig(threads=4, call_timeout_s=0.2),
+                    extra_tools=[Sleepy, Patient])
+    assert results[0]["text"] == "slept 0.4"  # past the server's 0.2 s, within its own 0.9 s
+    assert results[1]["error"] == {"code": "timeout",
+                                   "message": "tool 'patient' did not finish within 0.35 s"}
+    assert results[2]["error"]["message"] == "tool 'sleepy' did not finish within 0.2 s"
+    assert results[3]["text"] == "slept 0.0"  # a shorter own limit never cuts the server's
+
+
+class PatientModel(Patient):
+    """A model-backed tool with a time limit of its own (test tool)."""
+
+    name = "patient_model"
+    model_backed = True
+
+
+class RecordingPool(WorkerPool):
+    """A worker pool that answers at once and records the deadline it was given."""
+
+    def __init__(self):
+        self.timeouts = []
+
+    async def call(self, name, arguments, images, *, timeout_s):
+        self.timeouts.append(timeout_s)
+        return reg.ok_result("pooled"), {}
+
+    def status(self):
+        return []
+
+
+def test_pool_calls_get_the_tools_own_deadline():
+    pool = RecordingPool()
+
+    async def main():
+        app = create_app(ServerConfig(call_timeout_s=0.2), _tools([PatientModel]), pool)
+        async with TestClient(TestServer(app)) as client:
+            long = await call(client, "patient_model", {"seconds": 0, "limit": 3.5})
+            short = await call(client, "patient_model", {"seconds": 0, "limit": 0.1})
+            return long, short
+
+    long, short = asyncio.run(main())
+    assert long["text"] == short["text"] == "pooled"
+    assert pool.timeouts == [3.5, 0.2]
+
+
+class BadDeadline(Sleepy):
+    """Its deadline_s raises (test tool)."""
+
+    name = "bad_deadline"
+
+    def deadline_s(self, args):
+        raise RuntimeError("bug")
+
+
+def test_a_failing_deadline_s_falls_back_to_the_server_deadline_and_frees_the_slot():
+    async def fn(client):
+        result = await call(client, "bad_deadline", {"seconds": 0})
+        return result, client.app[SERVICE].pending
+
+    result, pending = serve(fn, extra_tools=[BadDeadline])
+    assert result["text"] == "slept 0.0" and pending == 0

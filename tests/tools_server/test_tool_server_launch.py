@@ -1,6 +1,7 @@
 """LocalToolServer runs the real `python -m tools_server.cli serve` subprocess; the CLI lists tools."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -76,3 +77,52 @@ def test_non_loopback_bind_without_a_token_is_refused():
                          env={k: v for k, v in __import__("os").environ.items()
                               if k != "VISTA_TOOLS_TOKEN"})
     assert out.returncode != 0 and "not a loopback address" in out.stderr
+
+
+def test_write_port_file_leaves_only_the_number(tmp_path):
+    from tools_server.process_args import write_port_file
+
+    path = str(tmp_path / "port")
+    write_port_file(path, 8123)
+    write_port_file(path, 9001)
+    assert open(path).read() == "9001" and sorted(os.listdir(tmp_path)) == ["port"]
+
+
+def test_wait_for_stop_returns_on_sigterm_after_calling_ready():
+    import asyncio
+    import signal
+
+    import threading
+
+    from tools_server.process_args import wait_for_stop
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers need the main thread (else the SIGTERM would kill pytest)")
+    events = []
+
+    async def main():
+        def ready():
+            events.append("ready")  # the handler is in place: this SIGTERM must not kill us
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        await asyncio.wait_for(wait_for_stop(ready=ready), 5)
+        events.append("stopped")
+
+    asyncio.run(main())
+    assert events == ["ready", "stopped"]
+
+
+def test_wait_for_stop_returns_when_the_parent_exits(monkeypatch):
+    import asyncio
+
+    from tools_server import process_args
+
+    parents = iter([os.getppid(), os.getppid()])  # then re-parented (to 1, say)
+    monkeypatch.setattr(process_args.os, "getppid", lambda: next(parents, 1))
+
+    async def main():
+        t0 = asyncio.get_running_loop().time()
+        await asyncio.wait_for(process_args.wait_for_stop(exit_with_parent=True, poll_s=0.02), 5)
+        return asyncio.get_running_loop().time() - t0
+
+    assert 0.03 < asyncio.run(main()) < 2

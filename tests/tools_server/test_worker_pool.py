@@ -14,6 +14,7 @@ import io
 import os
 import signal
 import socket
+import threading
 import time
 
 import aiohttp
@@ -550,3 +551,79 @@ def test_worker_drains_on_sigterm():
     assert [body["results"][0]["text"] for _, body in replies] == [str(2 * i) for i in range(6)]
     assert late[0] == 503 and late[1]["error"]["code"] == "draining"
     assert code == 0
+
+
+# --- large payloads and auth ---------------------------------------------------------------
+
+
+def test_offload_if_large_runs_small_work_inline_and_large_work_in_a_thread():
+    from tools_server.worker import OFFLOAD_BYTES, offload_if_large
+
+    def where(fail=False):
+        if fail:
+            raise ValueError("boom")
+        return threading.current_thread() is threading.main_thread()
+
+    async def main():
+        small = await offload_if_large(OFFLOAD_BYTES, where)
+        large = await offload_if_large(OFFLOAD_BYTES + 1, where)
+        with pytest.raises(ValueError, match="boom"):
+            await offload_if_large(OFFLOAD_BYTES + 1, where, True)
+        return small, large
+
+    assert asyncio.run(main()) == (True, False)
+
+
+def test_large_images_are_serialised_off_the_event_loop_with_the_same_results(monkeypatch):
+    import tools_server.pool as pool_mod
+    import tools_server.worker as worker_mod
+
+    seen = []  # (function, ran on the event loop's thread)
+    for module, fn in ((pool_mod, "_encode_request"), (pool_mod, "_decode_response"),
+                       (worker_mod, "decode_run_body"), (worker_mod, "encode_run_response")):
+        def spy(*args, _real=getattr(module, fn), _name=fn):
+            seen.append((_name, threading.current_thread() is threading.main_thread()))
+            return _real(*args)
+        monkeypatch.setattr(module, fn, spy)
+
+    async def main():
+        out = []
+        async with _Cluster(1, options={"sim_invert": {"batch_ms": 0}}) as c:
+            for image in (_image(3), _image(4, size=(200, 200))):  # ~3.6 KB and ~120 KB PNGs
+                seen.clear()
+                image_id = await c.upload(image)
+                inverted = await c.call("sim_invert", {"image": image_id})
+                png = await (await c.front.get(f"/v1/images/{inverted['images'][0]}")).read()
+                out.append((image, len(encode_png(image)), inverted, png, list(seen)))
+        return out
+
+    results = asyncio.run(main())
+    assert results[0][1] < 64 * 1024 < results[1][1]
+    for image, size, inverted, png, calls in results:
+        assert inverted["ok"] and inverted["images"][0] == hashlib.sha256(png).hexdigest()
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))),
+                              np.asarray(ImageOps.invert(image)))
+        assert sorted(name for name, _ in calls) == ["_decode_response", "_encode_request",
+                                                     "decode_run_body", "encode_run_response"]
+        on_loop = {on for _, on in calls}
+        assert on_loop == ({True} if size < 64 * 1024 else {False}), (size, calls)
+
+
+def test_worker_bearer_token_guards_every_route_but_healthz():
+    async def main():
+        app = _worker_app(auth_token="w0rker")
+        async with TestClient(TestServer(app)) as client:
+            health = (await client.get("/healthz")).status
+            payload = {"calls": [{"name": "sim_double", "arguments": {"value": 2}, "images": []}]}
+            denied = await client.post("/v1/run", json=payload)
+            wrong = await client.get("/readyz", headers={"Authorization": "Bearer nope"})
+            good = {"Authorization": "Bearer w0rker"}
+            while (await client.get("/readyz", headers=good)).status != 200:
+                await asyncio.sleep(0.01)
+            ok = await client.post("/v1/run", json=payload, headers=good)
+            return (health, denied.status, denied.headers["WWW-Authenticate"],
+                    (await denied.json())["error"]["code"], wrong.status,
+                    (await ok.json())["results"][0]["text"])
+
+    assert asyncio.run(main()) == (200, 401, 'Bearer realm="vista-tools-worker"',
+                                   "unauthorized", 401, "4")

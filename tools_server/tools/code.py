@@ -27,6 +27,9 @@ from tools_server.sandbox import Limits, Result, Sandbox, SandboxError, default_
 MAX_CODE_CHARS = 20_000
 MIN_TIMEOUT_S, MAX_TIMEOUT_S, DEFAULT_TIMEOUT_S = 0.1, 10.0, 5.0
 STDERR_TAIL_CHARS = 2_000  # of stderr shown in the text (the traceback's end is what matters)
+# Beyond timeout_s + start-up: the kill, the reap, the workdir's removal, and a short wait
+# for a blocking thread under load.
+DEADLINE_MARGIN_S = 1.0
 
 
 def render_result(result: Result, limits: Limits) -> str:
@@ -85,7 +88,7 @@ class Python(Tool):
     def deadline_s(self, args: Arguments) -> float:
         # The sandbox stops the program itself and reports it as an ok result with the
         # partial output; the server must not answer `timeout` before that.
-        return args.timeout_s + self.limits.startup_s + 1.0
+        return args.timeout_s + self.limits.startup_s + DEADLINE_MARGIN_S
 
     def run(self, args: Arguments, ctx: ToolContext) -> ToolOutput:
         limits = dataclasses.replace(self.limits, timeout_s=args.timeout_s)
