@@ -27,3 +27,16 @@ def test_sampler_vs_hf_benchmark_runs(capsys, monkeypatch):
     # Logits agree to ~1e-5, so greedy decoding picks the same tokens on both sides.
     assert result["token_agreement"] == 1.0 and result["rows_identical"] == 2
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+
+
+def test_tool_server_load_benchmark_runs(capsys):
+    path = BENCH.parent / "tool_server_load.py"
+    spec = importlib.util.spec_from_file_location("tool_server_load", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--duration", "0.3", "--batch-clients", "2", "--skip-batching"])
+    assert result["errors"] == 0  # every call of both mixes succeeded
+    for key in ("light_calls_per_s", "reader_calls_per_s", "p50_ms_256", "p99_ms_256",
+                "call_p99_ms_64"):
+        assert math.isfinite(result[key]) and result[key] > 0, (key, result[key])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
