@@ -17,6 +17,10 @@ generator is this process (aiohttp, one session), on the same cores. Measurement
    - one call per /v1/call request -> `call_p50_ms_256`, `call_p99_ms_256`, ...
 3. Readers through /v1/batch: the pixel readers and sympy solvers (bar_values, chart_type,
    detect_points, measure_length, detect_lines, solve_equation) -> `reader_calls_per_s`.
+   The mix reads the same chart and diagram again and again, so the readers' per-image
+   cache (`tools_server.images.per_image`) serves all but the first analysis, as it does
+   for the G samples of one task; `--fresh-reader-images` uploads a new image per request
+   instead, which measures the pixel analysis itself.
 4. Batching on a worker: a model-backed tool served by one worker process, first with
    dynamic batching (`--max-batch 16`), then the same worker with `--max-batch 1`;
    `--model-calls` calls, `--model-concurrency` in flight, through the front.
@@ -96,9 +100,21 @@ def _summary(latencies: list[float], n_calls: int, errors: int, elapsed: float) 
             "p99_ms": 1e3 * _percentile(latencies, 0.99), "errors": errors}
 
 
-async def _batch_load(session, url, mix, *, clients: int, batch_size: int, duration: float):
-    """`clients` /v1/batch requests of `batch_size` calls in flight for `duration` s."""
+async def _fresh_images(session, url, mix: list[dict], k: int) -> list[dict]:
+    """`mix` on a newly rendered chart and diagram (pixels no call has seen)."""
+    labels = ["Red", "Blue", "Gold"]
+    chart = await _upload(session, url, render_bar_chart(labels, [12 + k % 80, 88, 45], seed=k))
+    diagram = await _upload(session, url, render_points_diagram(
+        {"P": (40 + k % 100, 40), "Q": (100, 120)}))
+    return _reader_mix(chart, diagram)
+
+
+async def _batch_load(session, url, mix, *, clients: int, batch_size: int, duration: float,
+                      fresh=None):
+    """`clients` /v1/batch requests of `batch_size` calls in flight for `duration` s; with
+    `fresh`, each request's mix is `await fresh(session, url, mix, k)` (upload not timed)."""
     calls = [mix[i % len(mix)] for i in range(batch_size)]
+    counter = iter(range(10**9))
     latencies: list[float] = []  # one entry per call: its request's round trip
     errors = 0
     stop = time.perf_counter() + duration
@@ -106,8 +122,12 @@ async def _batch_load(session, url, mix, *, clients: int, batch_size: int, durat
     async def client():
         nonlocal errors
         while time.perf_counter() < stop:
+            todo = calls
+            if fresh is not None:
+                new = await fresh(session, url, mix, next(counter))
+                todo = [new[i % len(new)] for i in range(batch_size)]
             t0 = time.perf_counter()
-            async with session.post(f"{url}/v1/batch", json={"calls": calls}) as resp:
+            async with session.post(f"{url}/v1/batch", json={"calls": todo}) as resp:
                 body = await resp.json()
             latencies.extend([time.perf_counter() - t0] * batch_size)
             if resp.status != 200:
@@ -164,7 +184,9 @@ async def _front_load(url: str, args) -> dict:
             out[f"call_{n}"] = await _call_load(session, url, light, in_flight=n,
                                                 duration=args.duration)
         out["readers"] = await _batch_load(session, url, readers, clients=args.batch_clients,
-                                           batch_size=args.batch_size, duration=args.duration)
+                                           batch_size=args.batch_size, duration=args.duration,
+                                           fresh=_fresh_images if args.fresh_reader_images
+                                           else None)
         return out
 
 
@@ -238,6 +260,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="calls per run of the batching comparison")
     parser.add_argument("--model-concurrency", type=int, default=16,
                         help="model-backed calls in flight in the batching comparison")
+    parser.add_argument("--fresh-reader-images", action="store_true",
+                        help="readers on a new chart and diagram per request (no cache hits)")
     parser.add_argument("--skip-batching", action="store_true",
                         help="skip the worker batching comparison")
     args = parser.parse_args(argv)

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import hashlib
 import io
 import re
 import threading
 import warnings
+import weakref
 
 from PIL import Image
 
@@ -100,6 +102,40 @@ def decode_image(data: bytes, *, max_pixels: int) -> tuple[Image.Image, str]:
         raise InvalidImage(f"cannot decode image ({type(exc).__name__}: {exc}); "
                            "expected PNG or JPEG") from None
     return image, fmt
+
+
+def per_image(fn):
+    """Memoises `fn(image)` per image object, for as long as the image lives.
+
+    Stored images are shared and never modified, and a policy's G samples of one task call
+    the same readers on the same image: the pixels are analysed once. Results are shared
+    between threads and calls, so they must be treated as read-only. Errors are not cached.
+    Keyed by identity (PIL images are unhashable); a weak reference drops the entry with the
+    image.
+    """
+    cache: dict[int, tuple[weakref.ref, object]] = {}
+    lock = threading.Lock()
+
+    def forget(key: int, ref: weakref.ref) -> None:
+        with lock:
+            if key in cache and cache[key][0] is ref:
+                del cache[key]
+
+    @functools.wraps(fn)
+    def cached(image):
+        key = id(image)
+        with lock:
+            hit = cache.get(key)
+        if hit is not None and hit[0]() is image:
+            return hit[1]
+        value = fn(image)
+        ref = weakref.ref(image, lambda r, key=key: forget(key, r))
+        with lock:
+            cache[key] = (ref, value)
+        return value
+
+    cached.cache_size = lambda: len(cache)  # for tests
+    return cached
 
 
 class ImageStore:

@@ -33,6 +33,7 @@ from pydantic import Field
 
 from tools_server.registry import (EXECUTION_FAILED, INVALID_ARGUMENT, Tool, ToolArguments,
                                    ToolContext, ToolError, ToolOutput)
+from tools_server.images import per_image
 from tools_server.tools import glyph_ocr, hf_backends
 from tools_server.tools.perception import ImageId
 
@@ -484,6 +485,7 @@ def _read_pie(m: _Masks, legend: list[LegendEntry]) -> ChartReading:
                         [Series("percent", None, percents)], None, legend, evidence)
 
 
+@per_image
 def analyse_chart(image: Image.Image) -> ChartReading:
     """Type, labels, series and legend of a chart in our style; ChartReadError otherwise."""
     if image.width * image.height > _MAX_PIXELS:

@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pydantic import Field
 
+from tools_server.images import per_image
 from tools_server.registry import (INVALID_ARGUMENT, Tool, ToolArguments, ToolContext, ToolError,
                                    ToolOutput)
 from tools_server.tools import formal, glyph_ocr
@@ -139,6 +140,7 @@ class DiagramScan:
     hidden: np.ndarray  # [H, W] bool: dots and label boxes, where lines do not show
 
 
+@per_image
 def scan(image: Image.Image) -> DiagramScan:
     rgb = np.asarray(image.convert("RGB"))
     black = rgb.max(axis=-1) < 100
@@ -164,13 +166,14 @@ def scan(image: Image.Image) -> DiagramScan:
         else:
             points[label] = (x, y)
         _stamp(hidden, x, y, _HIDE_RADIUS)
+    black.flags.writeable = hidden.flags.writeable = False  # cached and shared: read-only
     return DiagramScan(black, dict(sorted(points.items())), dots, unlabelled, hidden)
 
 
 def find_points(image: Image.Image) -> tuple[dict[str, tuple[int, int]], int]:
     """({label: (x, y)} of the labelled dots, number of dots without a readable label)."""
     found = scan(image)
-    return found.points, found.unlabelled
+    return dict(found.points), found.unlabelled  # a copy: the scan is cached
 
 
 _HIDE_RADIUS = POINT_RADIUS + 2  # a line's pixels this close to a dot's centre merge with it
