@@ -348,9 +348,6 @@ class LocalToolServer(_LocalProcess):
         workers = body.get("workers") or []
         return body.get("status") == "ok" and all(w.get("healthy") for w in workers)
 
-    def _healthy(self) -> bool:
-        return self.probe_ok()
-
     def start(self) -> "LocalToolServer":
         if self._proc is not None:
             return self

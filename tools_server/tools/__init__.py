@@ -16,10 +16,10 @@ _MODULES = (perception, chart, diagram, math_tools, code)
 
 
 def _tools_of(module) -> list[type[Tool]]:
-    classes = [c for c in vars(module).values()
-               if isinstance(c, type) and issubclass(c, Tool) and c.__module__ == module.__name__
-               and "name" in vars(c) and not inspect.isabstract(c)]
-    return sorted(classes, key=lambda c: inspect.getsourcelines(c)[1])
+    # A module's namespace keeps definition order, which is the order we want.
+    return [c for c in vars(module).values()
+            if isinstance(c, type) and issubclass(c, Tool) and c.__module__ == module.__name__
+            and "name" in vars(c) and not inspect.isabstract(c)]
 
 
 ALL_TOOLS: tuple[type[Tool], ...] = tuple(
