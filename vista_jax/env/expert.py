@@ -108,13 +108,14 @@ def run_expert_batch(vec_env: VectorVistaEnv, tasks: Sequence[Task]):
 
 def generate_expert_dataset(family: str, split: str, n: int, client, filter_correct: bool = True,
                             *, seed_offset: int = 0, env_kwargs: dict | None = None,
-                            batch_size: int = 32) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                            batch_size: int = 32, difficulty: int | None = None
+                            ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Expert trajectories for tasks `seed_offset ..+n` of `split`, `batch_size` episodes at a
     time. Returns (records, stats): a record is {task_id, question_type, messages (PIL
     images kept in memory), verified, answer, reward}; with `filter_correct` only verified
     ones are kept. stats: n, verified, pass_rate, kept, failures (reason -> count) and
     pass_rate per question type."""
-    tasks = make_tasks(family, split, n, seed_offset=seed_offset)
+    tasks = make_tasks(family, split, n, seed_offset=seed_offset, difficulty=difficulty)
     plan_len = max((len(t.reference_plan) for t in tasks), default=0)
     kw = _env_kwargs(family, split, plan_len, env_kwargs)
     envs: dict[int, VectorVistaEnv] = {}

@@ -9,6 +9,16 @@ that the task's family derives from the tool results seen so far
 a policy must, not from the generator's ground truth.
 
 Splits draw from disjoint seed ranges: task `i` of split `s` has seed `SPLIT_BASE[s] + i`.
+
+Difficulty: every procedural family has levels 1..3. `generate(seed, split, difficulty=None)`
+draws the level from the seed (`draw_difficulty`, an RNG separate from the task's own, so
+`generate(s, sp, None)` equals `generate(s, sp, draw_difficulty(s))`); a fixed level plays
+only that level.
+
+The taxonomy (`env.taxonomy`) judges E4 "valid call on the wrong content" against the
+reference plan: a step is covered by a successful policy call of the same tool whose
+`key_args` (all arguments when None) equal the step's filled arguments, or by one of the
+step's `alternatives` (another call that obtains the same information).
 """
 
 from __future__ import annotations
@@ -36,6 +46,13 @@ class PlanStep:
     tool: str
     arguments: dict[str, Any]
     think: str
+    # Arguments that name the content the step reads (the label asked, the region, the
+    # expression); None = all. Optional style arguments (an `order`, a `precision`) are left
+    # out so that the taxonomy does not call a differently styled call "wrong content".
+    key_args: tuple[str, ...] | None = None
+    # Other calls that obtain the same information (e.g. chart_to_table for bar_values),
+    # matched on their own key_args.
+    alternatives: tuple[PlanStep, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,16 +70,21 @@ class Task:
     reference_plan: tuple[PlanStep, ...] = ()
     answer_template: str = "{answer}"  # the expert's answer, formatted with the bindings
     final_think: str = ""  # the expert's think before its answer (a template too)
+    difficulty: int = 1  # 1 (easy) .. 3 (hard); dataset tasks: 0 (unknown)
+    source: str = "procedural"  # "procedural", or the dataset an adapter read it from
     meta: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
 
 class TaskFamily(Protocol):
     """A procedural generator of tasks, registered by name."""
 
-    name: str
+    name: str  # registry key, e.g. "geometry"
+    gym_name: str  # the gymnasium id is f"VistaGym/{gym_name}-v0"
+    tools: tuple[str, ...]  # every tool its reference plans (and alternatives) call
 
-    def generate(self, seed: int, split: str) -> Task:
-        """The task for `seed`, deterministically (same seed -> same task and image bytes)."""
+    def generate(self, seed: int, split: str, difficulty: int | None = None) -> Task:
+        """The task for `seed`, deterministically (same seed -> same task and image bytes).
+        `difficulty` None draws the level from the seed (`draw_difficulty`)."""
 
     def bindings(self, task: Task, results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Template variables derived from the results of the plan steps run so far
@@ -71,7 +93,28 @@ class TaskFamily(Protocol):
 
 _FAMILIES: dict[str, TaskFamily] = {}
 # Built-in families, imported on first use so that `get_family` works without importing them.
-_BUILTIN = {"chart_qa": "vista_jax.env.tasks.chart_qa"}
+_BUILTIN = {
+    "chart_qa": "vista_jax.env.tasks.chart_qa",
+    "geometry": "vista_jax.env.tasks.geometry",
+    "table_reading": "vista_jax.env.tasks.table_reading",
+    "counting": "vista_jax.env.tasks.counting",
+    "ocr_text": "vista_jax.env.tasks.ocr_text",
+    "math_word": "vista_jax.env.tasks.math_word",
+    "multi_step": "vista_jax.env.tasks.multi_step",
+}
+DIFFICULTIES = (1, 2, 3)
+DIFFICULTY_WEIGHTS = (0.4, 0.35, 0.25)  # how often `draw_difficulty` picks each level
+
+
+def draw_difficulty(seed: int) -> int:
+    """The level a seed plays when none is fixed; independent of the task's own RNG."""
+    import random
+    return random.Random(f"difficulty/{seed}").choices(DIFFICULTIES, DIFFICULTY_WEIGHTS)[0]
+
+
+def check_difficulty(difficulty: int | None) -> None:
+    if difficulty is not None and difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {DIFFICULTIES} or None, not {difficulty!r}")
 
 
 def register_family(family: TaskFamily) -> TaskFamily:
@@ -102,13 +145,15 @@ def split_seed(split: str, index: int) -> int:
     return SPLIT_BASE[split] + index
 
 
-def make_task(family: str, split: str, index: int) -> Task:
-    return get_family(family).generate(split_seed(split, index), split)
+def make_task(family: str, split: str, index: int, difficulty: int | None = None) -> Task:
+    check_difficulty(difficulty)
+    return get_family(family).generate(split_seed(split, index), split, difficulty)
 
 
-def make_tasks(family: str, split: str, n: int, seed_offset: int = 0) -> list[Task]:
+def make_tasks(family: str, split: str, n: int, seed_offset: int = 0,
+               difficulty: int | None = None) -> list[Task]:
     """Tasks `seed_offset .. seed_offset + n - 1` of `split` (disjoint seed ranges per split)."""
-    return [make_task(family, split, seed_offset + i) for i in range(n)]
+    return [make_task(family, split, seed_offset + i, difficulty) for i in range(n)]
 
 
 def fill_template(template: Any, bindings: Mapping[str, Any]) -> Any:

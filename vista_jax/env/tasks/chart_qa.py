@@ -104,8 +104,10 @@ def parse_table_text(text: str) -> dict[str, float]:
 
 class ChartQA:
     name = "chart_qa"
+    gym_name = "ChartQA"
+    tools = ("bar_values", "calculator")
 
-    def generate(self, seed: int, split: str) -> Task:
+    def generate(self, seed: int, split: str, difficulty: int | None = None) -> Task:
         rng = random.Random(seed)
         n = rng.randint(3, 6)
         labels = rng.sample(LABELS, n)
