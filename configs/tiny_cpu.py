@@ -27,10 +27,15 @@ def get_config() -> ml_collections.ConfigDict:
     c.tools.num_workers = 1  # local worker processes for model-backed tools (ocr, hf backends); 0 = in the server
 
     c.env = ml_collections.ConfigDict()
-    c.env.family = "chart_qa"  # task family (procedural, seeded)
+    c.env.mixture = "chart_qa"  # task families and weights: "chart_qa" | "chart_qa:2,geometry:1" | "all"
+    c.env.difficulty = 1  # task level 1..3; 0 = drawn per task from the seed
     c.env.max_turns = 4  # assistant turns per episode before truncation
+    c.env.prompt_tokens = 256  # budget: system + user message (images included); ≤ max(rollout.prompt_buckets)
+    c.env.turn_tokens = 48  # budget: tokens per assistant turn (the sampler's max new tokens)
+    c.env.observation_tokens = 112  # budget: one tool response, cut with "[...]" beyond it; < max(rollout.obs_buckets)
+    c.env.trajectory_tokens = 512  # budget: prompt + turns + observations; ≤ rollout.max_context
     c.env.system_prompt_style = "minimal"  # minimal (signatures) | compact (line per tool) | full (JSON schemas)
-    c.env.tools = "bar_values,chart_to_table,calculator,crop"  # comma-separated tools shown to the policy
+    c.env.tools = "bar_values,chart_to_table,calculator,crop"  # comma-separated tools shown to the policy ("" = all 26)
 
     c.reward = ml_collections.ConfigDict()
     c.reward.correct_weight = 1.0  # weight of R_correct (verified answer, 0/1)
@@ -59,7 +64,6 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.rollout = ml_collections.ConfigDict()
     c.rollout.max_context = 512  # KV-cache slots per row (prompt + all turns + padding)
-    c.rollout.max_new_tokens = 48  # tokens per assistant turn
     c.rollout.prompt_buckets = (64, 128, 256)  # prompt lengths are padded to one of these
     c.rollout.obs_buckets = (32, 64, 128)  # observation chunks are padded to one of these
     c.rollout.max_images_per_chunk = 1  # images one prompt or tool observation may carry

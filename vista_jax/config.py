@@ -21,6 +21,16 @@ def _get(config: ml_collections.ConfigDict, key: str) -> Any:
     return node
 
 
+def _check_mixture(config: ml_collections.ConfigDict) -> None:
+    from vista_jax.env.mixture import TaskMixture
+    spec = _get(config, "env.mixture")
+    try:
+        TaskMixture.parse(spec)
+    except (ValueError, KeyError) as e:
+        msg = e.args[0] if e.args else str(e)
+        raise ConfigError(f"config.env.mixture={spec!r}: {msg}") from None
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError naming the first key whose value cannot work."""
 
@@ -31,7 +41,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     positive = lambda v: isinstance(v, (int, float)) and v > 0  # noqa: E731
     for key in ("env.max_turns", "tokenizer.vocab_size", "model.embed_dim", "model.num_layers",
                 "model.num_heads", "model.num_kv_heads", "model.head_dim", "model.mlp_dim",
-                "rollout.max_context", "rollout.max_new_tokens", "rl.group_size",
+                "rollout.max_context", "env.turn_tokens", "env.prompt_tokens",
+                "env.observation_tokens", "env.trajectory_tokens", "rl.group_size",
                 "rl.prompts_per_step", "sft.batch_size", "sft.seq_len", "eval.batch_size",
                 "rl.learning_rate", "sft.learning_rate", "rollout.max_images"):
         check(key, positive, "must be positive")
@@ -53,6 +64,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
           "3 axis sizes (data, fsdp, tensor), at most one -1")
     check("rollout.prompt_buckets", lambda v: max(v) <= config.rollout.max_context,
           "buckets cannot exceed rollout.max_context")
+    check("env.prompt_tokens", lambda v: v <= max(config.rollout.prompt_buckets),
+          "cannot exceed the largest rollout.prompt_buckets")
+    check("env.observation_tokens", lambda v: v < max(config.rollout.obs_buckets),
+          "must be below the largest rollout.obs_buckets (the chunk adds headers)")
+    check("env.trajectory_tokens", lambda v: v <= config.rollout.max_context,
+          "cannot exceed rollout.max_context (the KV cache)")
+    check("env.difficulty", lambda v: v in (0, 1, 2, 3), "0 (drawn per task) or a level 1..3")
+    _check_mixture(config)
     check("sft.copy_weight", lambda v: v >= 1, "must be ≥ 1 (1 = plain token-mean NLL)")
     check("sft.init_from", lambda v: not v or os.path.isdir(os.path.join(v, "checkpoints")),
           "must be empty or a run directory holding checkpoints/")

@@ -24,8 +24,9 @@ from vista_jax import config as config_lib
 from vista_jax import data as data_lib
 from vista_jax import sharding
 from vista_jax import tokenizer as tok_lib
-from vista_jax.env import (RewardConfig, TrajectoryWriter, VectorVistaEnv, generate_expert_dataset,
-                           make_tasks)
+from vista_jax.env import (Budgets, RewardConfig, TaskMixture, TokenizerCounter, TrajectoryWriter,
+                           VectorVistaEnv)
+from vista_jax.env.expert import ExpertDataSource, expert_records, write_expert_dataset
 from vista_jax.env.tool_client import SyncToolClient
 from vista_jax.evaluate import evaluate
 from vista_jax.models import ModelConfig, Qwen25VL, mrope_positions
@@ -151,24 +152,33 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
         client = SyncToolClient(url, timeout_s=config.tools.timeout_s)
         stack.callback(client.close)
 
+        e = config.env
+        mixture = TaskMixture.parse(e.mixture, difficulty=e.difficulty or None, seed=config.seed)
         env_kwargs = dict(
-            family=config.env.family, max_turns=config.env.max_turns,
+            family=mixture,
+            budgets=Budgets(prompt_tokens=e.prompt_tokens, turn_tokens=e.turn_tokens,
+                            observation_tokens=e.observation_tokens,
+                            trajectory_tokens=e.trajectory_tokens, max_turns=e.max_turns),
             reward_config=RewardConfig(correct_weight=config.reward.correct_weight,
                                        format_penalty=config.reward.format_penalty,
                                        repetition_penalty=config.reward.repetition_penalty),
-            system_prompt_style=config.env.system_prompt_style,
-            tools=tuple(t.strip() for t in config.env.tools.split(",") if t.strip()))
+            system_prompt_style=e.system_prompt_style,
+            tools=tuple(t.strip() for t in e.tools.split(",") if t.strip()))
 
-        def make_vec_env(n: int, split: str = "train") -> VectorVistaEnv:
-            return VectorVistaEnv(client, n, split=split, **env_kwargs)
-
-        # --- expert data and tokenizer --------------------------------------------------
+        # --- expert data (JSONL + images, read back as a grain source) and tokenizer -------
+        # The token budgets bind the policy, counted with its tokenizer (below), which may
+        # not exist yet (it can be trained on these trajectories): the expert runs with the
+        # default budgets, and SFT drops rows longer than sft.seq_len.
         t = time.perf_counter()
-        expert, expert_stats = generate_expert_dataset(
-            config.env.family, "train", config.sft.num_trajectories, client,
-            filter_correct=True, env_kwargs=env_kwargs)
+        records, expert_stats = expert_records(
+            mixture.tasks(config.sft.num_trajectories, split="train"), client,
+            filter_correct=True, env_kwargs=dict(env_kwargs, budgets=Budgets(max_turns=e.max_turns)))
+        expert_path = write_expert_dataset(records, os.path.join(run_dir, "expert", "train.jsonl"),
+                                           expert_stats)
+        del records
+        expert = ExpertDataSource(expert_path)
         timings["expert_data_s"] = time.perf_counter() - t
-        log.info("expert trajectories: %s", expert_stats)
+        log.info("expert trajectories (%s): %s", expert_path, expert_stats)
 
         t = time.perf_counter()
         grid = config.model.image_size // 14
@@ -183,7 +193,7 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
             def texts():
                 if config.sft.init_from:
                     raise FileNotFoundError(f"config.sft.init_from: no tokenizer in {tok_dir}")
-                return corpus_texts(expert)
+                return corpus_texts(ExpertDataSource(expert_path, load_images=False))
 
             tok = tok_lib.load_or_train_tokenizer(
                 tok_dir, texts,
@@ -206,12 +216,17 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
             return jax.device_put(batch, batch_sharding)
 
         sampler = Sampler(graphdef, rest, model_cfg, tok, SamplerConfig.from_config(config))
+        env_kwargs["token_counter"] = TokenizerCounter(tok)
+
+        def make_vec_env(n: int, split: str = "train") -> VectorVistaEnv:
+            return VectorVistaEnv(client, n, split=split, **env_kwargs)
+
         patch_shape = (sampler.grid * sampler.grid, 3 * 2 * 14 * 14)
         grid_hw = (sampler.grid, sampler.grid)
         ckpt = ckpt_lib.manager(os.path.join(run_dir, "checkpoints"))
 
-        eval_tasks = make_tasks(config.env.family, "test", config.eval.num_tasks)
-        val_tasks = make_tasks(config.env.family, "val", config.sft.validate_tasks)
+        eval_tasks = mixture.tasks(config.eval.num_tasks, split="test")
+        val_tasks = mixture.tasks(config.sft.validate_tasks, split="val")
         eval_envs: dict[tuple[str, int], VectorVistaEnv] = {}
 
         def eval_env(split: str, n: int) -> VectorVistaEnv:
@@ -269,8 +284,8 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
         rng = jax.random.key(config.seed + 1)
         offset = config.sft.num_trajectories  # RL prompts are train tasks SFT never saw
         for step in tqdm(range(rl.steps), desc="grpo", dynamic_ncols=True):
-            tasks = make_tasks(config.env.family, "train", rl.prompts_per_step,
-                               seed_offset=offset + step * rl.prompts_per_step)
+            tasks = mixture.tasks(rl.prompts_per_step, start=offset + step * rl.prompts_per_step,
+                                  split="train")
             params, opt_state, m, episodes = learner.rl_step(
                 sampler=sampler, params=params,
                 opt_state=opt_state, train_step=rl_step_fn, vec_env=rl_env, tasks=tasks,

@@ -15,7 +15,8 @@ def write_report(run_dir: str, config, summary: dict[str, Any]) -> str:
     label = {"base": "base (untrained)", "sft": "SFT", "grpo": "SFT → GRPO"}
     lines = [
         f"# vista-jax run `{config.name}`", "",
-        f"Held-out evaluation on {config.eval.num_tasks} `{config.env.family}` test-split tasks, "
+        f"Held-out evaluation on {config.eval.num_tasks} test-split tasks of the mixture "
+        f"`{config.env.mixture}` (difficulty {config.env.difficulty or 'drawn per task'}), "
         "greedy decoding, tools served by the local tool server.", "",
         "| metric | " + " | ".join(label[p] for p in policies) + " |",
         "|---|" + "---|" * len(policies),
@@ -30,6 +31,8 @@ def write_report(run_dir: str, config, summary: dict[str, Any]) -> str:
               "## Files", "",
               "- `metrics.jsonl`: one line per logged SFT / RL step and per evaluation",
               "- `trajectories/`: evaluation and RL trajectories (JSONL + images)",
+              "- `expert/`: the verified expert trajectories SFT trained on (JSONL + images, "
+              "`train.stats.json`)",
               "- `checkpoints/`: Orbax checkpoints (after SFT, after GRPO)",
               "- `tokenizer/`: the BPE trained for this run", "- `config.json`, `summary.json`", "",
               "## Config", "", "```", config.to_json_best_effort(indent=1), "```", ""]

@@ -44,7 +44,7 @@ class SamplerConfig:
     @classmethod
     def from_config(cls, config) -> SamplerConfig:
         r = config.rollout
-        return cls(int(r.max_context), int(r.max_new_tokens), tuple(r.prompt_buckets),
+        return cls(int(r.max_context), int(config.env.turn_tokens), tuple(r.prompt_buckets),
                    tuple(r.obs_buckets), int(r.max_images_per_chunk), int(config.model.image_size))
 
 

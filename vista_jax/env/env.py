@@ -12,8 +12,17 @@ never sees a server id.
 `VectorVistaEnv` steps N episodes in lock step: all tool calls of one `step` go out as ONE
 `/v1/batch` request, and the uploads of one `reset` are deduplicated and sent concurrently.
 
-Both classes work with the async `ToolClient` (`areset` / `astep`) and the blocking
-`SyncToolClient` (`reset` / `step`). The episode logic is written once, as generators that
+`VistaEnv` is a `gymnasium.Env` (`check_env` passes; ids `VistaGym/<Family>-v0` are
+registered by `vista_jax.env`, e.g. `gymnasium.make("VistaGym/Geometry-v0")`). Its spaces
+are permissive: actions are any text (`TextSpace`), observations are message lists
+(`MessagesSpace`). Without a client it uses one shared in-process tool service
+(`tools_server.inprocess.InProcessToolClient`); pass `tool_url` for a server.
+
+Budgets (`env.budget.Budgets`): prompt, per-turn, per-observation and per-trajectory
+tokens and max turns, counted by a `TokenCounter` (the policy's tokenizer in training).
+
+Both classes work with the async `ToolClient` (`areset` / `astep`), the blocking
+`SyncToolClient` and `InProcessToolClient` (`reset` / `step`). The episode logic is written once, as generators that
 yield I/O requests (`_Request`); `_drive` and `_adrive` perform them with either client.
 """
 
@@ -30,11 +39,20 @@ import time
 from collections.abc import Generator, Sequence
 from typing import Any
 
+import atexit
+import string
+import threading
+
+import gymnasium
+import numpy as np
 from PIL import Image
 
 from vista_jax import protocol
+from vista_jax.env.budget import (ApproxTokenCounter, Budgets, PromptTooLong, TokenCounter,
+                                  truncate_response)
+from vista_jax.env.mixture import TaskMixture, as_mixture
 from vista_jax.env.rewards import RewardConfig, compute_reward
-from vista_jax.env.tasks.base import Task, make_task
+from vista_jax.env.tasks.base import Task
 
 Message = dict[str, Any]
 
@@ -44,6 +62,105 @@ PROTOCOL_LINES = (
     "or <answer>...</answer>.",
     "Images: img_0, img_1, ...",
 )
+
+
+# --- spaces --------------------------------------------------------------------------------
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+class TextSpace(gymnasium.Space):
+    """Any string of at most `max_length` characters (an assistant turn). `sample` draws
+    printable text, now and then wrapped in protocol tags, so random actions exercise the
+    parser's error paths as well as the tool path."""
+
+    def __init__(self, max_length: int = 4096, seed: int | None = None):
+        super().__init__(shape=None, dtype=None, seed=seed)
+        self.max_length = max_length
+
+    def contains(self, x: Any) -> bool:
+        return isinstance(x, str) and len(x) <= self.max_length
+
+    def sample(self, mask: Any = None, probability: Any = None) -> str:
+        rng = self.np_random
+        chars = string.ascii_letters + string.digits + " .,:{}\"[]"
+        body = "".join(rng.choice(list(chars), size=int(rng.integers(0, 40))))
+        kind = int(rng.integers(0, 4))
+        text = [body, f"<think>{body}</think><answer>{body}</answer>",
+                f'<tool_call>{{"name": "{body}", "arguments": {{}}}}</tool_call>',
+                f"<tool_call>{body}</tool_call>"][kind]
+        return text[:self.max_length]
+
+    @property
+    def is_np_flattenable(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return f"TextSpace(max_length={self.max_length})"
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, TextSpace) and other.max_length == self.max_length
+
+
+class MessagesSpace(gymnasium.Space):
+    """`{"messages": [{"role", "content": str, "images": [PIL.Image]}, ...]}`: what `reset`
+    (system + user) and `step` (the tool/error messages of one turn, possibly none) return."""
+
+    def __init__(self, seed: int | None = None):
+        super().__init__(shape=None, dtype=None, seed=seed)
+
+    def contains(self, x: Any) -> bool:
+        if not isinstance(x, dict) or set(x) != {"messages"} or not isinstance(x["messages"], list):
+            return False
+        return all(isinstance(m, dict) and m.get("role") in ROLES
+                   and isinstance(m.get("content"), str)
+                   and isinstance(m.get("images", []), list)
+                   and all(isinstance(im, Image.Image) for im in m.get("images", []))
+                   for m in x["messages"])
+
+    def sample(self, mask: Any = None, probability: Any = None) -> dict[str, Any]:
+        n = int(self.np_random.integers(0, 3))
+        return {"messages": [{"role": "tool", "images": [],
+                              "content": protocol.render_tool_response({"ok": True, "text": str(i)})}
+                             for i in range(n)]}
+
+    @property
+    def is_np_flattenable(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "MessagesSpace()"
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, MessagesSpace)
+
+
+_shared_client = None
+_shared_lock = threading.Lock()
+
+
+def shared_inprocess_client():
+    """One in-process tool service for every env created without a client (closed at exit)."""
+    global _shared_client
+    with _shared_lock:
+        if _shared_client is None:
+            from tools_server.inprocess import InProcessToolClient
+            _shared_client = InProcessToolClient()
+            atexit.register(_shared_client.close)
+        return _shared_client
+
+
+def resolve_client(tool_client, tool_url: str | None):
+    """`tool_client` if given, else a SyncToolClient on `tool_url`, else the shared
+    in-process service. Returns (client, whether this env owns and must close it)."""
+    if tool_client is not None:
+        if tool_url:
+            raise ValueError("pass tool_client or tool_url, not both")
+        return tool_client, False
+    if tool_url:
+        from vista_jax.env.tool_client import SyncToolClient
+        return SyncToolClient(tool_url), True
+    return shared_inprocess_client(), False
 
 
 # --- system prompt -------------------------------------------------------------------------
@@ -217,6 +334,7 @@ class _Turn:
     parsed: protocol.ParsedTurn
     call: tuple[str, dict[str, Any]] | None = None
     result: dict[str, Any] | None = None  # set without a call for locally rejected calls
+    action_truncated: bool = False  # the action was cut to the turn budget
 
 
 def _unknown_tool_result(name: str, available: Sequence[str]) -> dict[str, Any]:
@@ -237,26 +355,48 @@ def taxonomy_hint(parsed: protocol.ParsedTurn, result: dict[str, Any] | None) ->
     return protocol.taxonomy_for_tool_error(code)
 
 
-class VistaEnv:
+class VistaEnv(gymnasium.Env):
     """One episode at a time: a task, its images on the tool server, the turn loop and the
     terminal reward. See the module docstring for the observation format."""
 
-    def __init__(self, tool_client, *, family: str = "chart_qa", split: str = "train",
-                 max_turns: int = 4, reward_config: RewardConfig = RewardConfig(),
+    metadata = {"render_modes": ["ansi", "html"], "render_fps": 1}
+
+    def __init__(self, tool_client=None, *, family: str | TaskMixture = "chart_qa",
+                 split: str = "train", difficulty: int | None = None,
+                 max_turns: int | None = None, budgets: Budgets | None = None,
+                 token_counter: TokenCounter | None = None,
+                 reward_config: RewardConfig = RewardConfig(),
                  system_prompt_style: str = "compact", tools: Sequence[str] | None = None,
-                 tool_specs: Sequence[dict[str, Any]] | None = None):
-        """`tools`: names of the tools shown to (and callable by) the policy, None or empty
-        for all the server has. `tool_specs`: the server's `/v1/tools` list, when the caller
-        already has it (the vector env fetches it once for all its envs)."""
-        if max_turns < 1:
-            raise ValueError(f"max_turns must be ≥ 1, got {max_turns}")
-        self.client = tool_client
-        self.family, self.split, self.max_turns = family, split, max_turns
+                 tool_specs: Sequence[dict[str, Any]] | None = None,
+                 tool_url: str | None = None, render_mode: str | None = None):
+        """`family`: a family name, a mixture spec ("chart_qa:2,geometry:1", "all") or a
+        `TaskMixture`; `difficulty` fixes the level (None: drawn per seed). `budgets`: token
+        budgets (`max_turns`, when given, replaces budgets.max_turns). `tools`: names of the
+        tools shown to (and callable by) the policy, None or empty for all the server has.
+        `tool_specs`: the server's `/v1/tools` list, when the caller already has it (the
+        vector env fetches it once for all its envs). No `tool_client` and no `tool_url`:
+        the shared in-process tool service."""
+        budgets = budgets or Budgets()
+        if max_turns is not None:
+            if max_turns < 1:
+                raise ValueError(f"max_turns must be ≥ 1, got {max_turns}")
+            budgets = dataclasses.replace(budgets, max_turns=max_turns)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, "
+                             f"not {render_mode!r}")
+        self.client, self._owns_client = resolve_client(tool_client, tool_url)
+        self.mixture = as_mixture(family, split, difficulty)
+        self.family, self.split = family if isinstance(family, str) else repr(family), split
+        self.budgets, self.max_turns = budgets, budgets.max_turns
+        self.counter = token_counter or ApproxTokenCounter()
         self.reward_config = reward_config
+        self.render_mode = render_mode
         self.tools = select_tools(tool_specs if tool_specs is not None
-                                  else _list_tools(tool_client), tools)
+                                  else _list_tools(self.client), tools)
         self.tool_names = [t["function"]["name"] for t in self.tools]
         self.system_prompt = system_prompt(self.tools, system_prompt_style)
+        self.action_space = TextSpace(max_length=max(64, 16 * budgets.turn_tokens))
+        self.observation_space = MessagesSpace()
         self._next_index = 0
         self.task: Task | None = None
         self.done = True
@@ -268,7 +408,7 @@ class VistaEnv:
             return options["task"]
         index = self._next_index if seed is None else int(seed)
         self._next_index = index + 1
-        return make_task(self.family, self.split, index)
+        return self.mixture.task(index)
 
     def _start(self, task: Task, server_ids: Sequence[str]) -> tuple[dict, dict]:
         self.task = task
@@ -283,9 +423,20 @@ class VistaEnv:
             {"role": "system", "content": self.system_prompt, "images": []},
             {"role": "user", "content": tags + task.question, "images": list(task.images)},
         ]
+        self.prompt_tokens = sum(self.counter.message_tokens(m) for m in self.messages)
+        limit = min(self.budgets.prompt_tokens, self.budgets.trajectory_tokens - 1)
+        if self.prompt_tokens > limit:
+            self.done = True
+            raise PromptTooLong(
+                f"task {task.task_id}: the prompt takes {self.prompt_tokens} tokens, over the "
+                f"budget prompt_tokens={self.budgets.prompt_tokens} or leaving no room in "
+                f"trajectory_tokens={self.budgets.trajectory_tokens} (raise them, show fewer "
+                "tools or use a shorter system prompt style)")
+        self.tokens_used = self.prompt_tokens
         info = {"task_id": task.task_id, "seed": task.seed, "split": task.split,
                 "family": task.family, "question_type": task.meta.get("question_type"),
-                "image_handles": list(self.handles)}
+                "difficulty": task.difficulty, "image_handles": list(self.handles),
+                "prompt_tokens": self.prompt_tokens}
         return {"messages": list(self.messages)}, info
 
     def _reset_gen(self, seed, options):
@@ -295,10 +446,13 @@ class VistaEnv:
 
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None):
         """Starts an episode: `options={"task": Task}` plays that task; otherwise task
-        `seed` of the env's split (the next one when seed is None). Returns (obs, info)."""
+        `seed` of the env's split (the next one when seed is None), so equal seeds give
+        equal episodes. Returns (obs, info)."""
+        super().reset(seed=seed)
         return _drive(self._reset_gen(seed, options), self.client)
 
     async def areset(self, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
         return await _adrive(self._reset_gen(seed, options), self.client)
 
     # --- step ------------------------------------------------------------------------------
@@ -317,10 +471,18 @@ class VistaEnv:
     def _begin_turn(self, text: str) -> _Turn:
         if self.done:
             raise RuntimeError("the episode is over; call reset() first")
+        if not isinstance(text, str):
+            raise TypeError(f"an action is the assistant turn's text (str), not {type(text).__name__}")
+        n = self.counter.count(text)
+        cut = n > self.budgets.turn_tokens
+        if cut:  # the sampler cannot produce more; replayed or hand-written text can
+            text = self.counter.truncate(text, self.budgets.turn_tokens)
+            n = self.counter.count(text)
+        self.tokens_used += n
         parsed = protocol.parse_assistant_turn(text)
         self.parsed.append(parsed)
         self.messages.append({"role": "assistant", "content": text, "images": []})
-        turn = _Turn(text, parsed)
+        turn = _Turn(text, parsed, action_truncated=cut)
         if parsed.kind == "tool_call":
             name = parsed.tool_call.name
             if name in self.tool_names:
@@ -353,6 +515,13 @@ class VistaEnv:
                     handles.append(handle)
             obs_messages.append({"role": "tool", "images": list(images) if handles else [],
                                  "content": protocol.render_tool_response(result, handles)})
+        obs_cut = False
+        for m in obs_messages:
+            m["content"], cut = truncate_response(
+                m["content"], self.budgets.observation_tokens, self.counter,
+                protocol.TOOL_RESPONSE_START, protocol.TOOL_RESPONSE_END)
+            obs_cut |= cut
+            self.tokens_used += self.counter.message_tokens(m)
         self.messages.extend(obs_messages)
         hint = taxonomy_hint(parsed, result)
         error = parsed.error if parsed.kind == "invalid" else (
@@ -363,14 +532,17 @@ class VistaEnv:
                           {"name": parsed.tool_call.name, "arguments": parsed.tool_call.arguments}),
             "tool_result": result, "answer": parsed.answer, "error": error, "taxonomy": hint,
             "latency_s": latency_s, "image_handles": handles,
-            "images": list(obs_messages[0]["images"]) if obs_messages else []})
+            "images": list(obs_messages[0]["images"]) if obs_messages else [],
+            "action_truncated": turn.action_truncated, "observation_truncated": obs_cut})
 
         terminated = parsed.kind == "answer"
-        truncated = not terminated and len(self.parsed) >= self.max_turns
+        out_of_tokens = self.tokens_used >= self.budgets.trajectory_tokens
+        truncated = not terminated and (len(self.parsed) >= self.max_turns or out_of_tokens)
         reward = self._end(terminated) if (terminated or truncated) else 0.0
         info = {"parsed": parsed, "tool_result": result, "taxonomy": hint,
                 "reward_components": dict(self.reward_components), "task_id": self.task.task_id,
-                "turn": len(self.parsed), "truncated": truncated}
+                "turn": len(self.parsed), "truncated": truncated, "tokens_used": self.tokens_used,
+                "action_truncated": turn.action_truncated, "observation_truncated": obs_cut}
         if self.done:
             info.update(answer=self.answer, correct=self.reward_components["correct"] > 0)
         return {"messages": obs_messages}, reward, terminated, truncated, info
@@ -416,7 +588,8 @@ class VistaEnv:
         task = self.task
         return {
             "task_id": task.task_id, "family": task.family, "split": task.split,
-            "seed": task.seed, "question": task.question, "question_type":
+            "seed": task.seed, "difficulty": task.difficulty, "source": task.source,
+            "question": task.question, "question_type":
             task.meta.get("question_type"), "gold_answer": task.answer,
             "answer_type": task.answer_type, "images": list(task.images),
             "turns": list(self.turns), "answer": self.answer,
@@ -424,7 +597,27 @@ class VistaEnv:
             "reward": self.reward_components.get("total"),
             "reward_components": dict(self.reward_components),
             "terminated": self.terminated, "truncated": self.truncated,
-            "num_turns": len(self.turns)}
+            "num_turns": len(self.turns), "tokens_used": self.tokens_used}
+
+    def render(self) -> str | None:
+        """"ansi": the episode so far as text; "html": a page with its images
+        (`env.viewer.render_html`)."""
+        if self.render_mode is None or self.task is None:
+            return None
+        if self.render_mode == "html":
+            from vista_jax.env.viewer import render_html
+            return render_html(self.trajectory())
+        lines = []
+        for m in self.messages:
+            images = f" [{len(m['images'])} image(s)]" if m.get("images") else ""
+            lines.append(f"{m['role']}{images}: {m['content']}")
+        return "\n".join(lines) + "\n"
+
+    def close(self) -> None:
+        """Closes the tool client if this env made it (from `tool_url`)."""
+        if self._owns_client and hasattr(self.client, "close"):
+            self.client.close()
+            self._owns_client = False
 
 
 # --- N episodes in lock step ---------------------------------------------------------------
@@ -433,10 +626,12 @@ class VectorVistaEnv:
     """`num_envs` VistaEnvs stepped together; each `step` sends all tool calls as one batch."""
 
     def __init__(self, tool_client, num_envs: int, *, tools: Sequence[str] | None = None,
-                 **env_kwargs):
-        self.client = tool_client
-        specs = _list_tools(tool_client)
-        self.envs = [VistaEnv(tool_client, tools=tools, tool_specs=specs, **env_kwargs)
+                 tool_url: str | None = None, **env_kwargs):
+        """`env_kwargs` are VistaEnv's (family, split, difficulty, budgets, token_counter,
+        ...). No client and no `tool_url`: the shared in-process tool service."""
+        self.client, self._owns_client = resolve_client(tool_client, tool_url)
+        specs = _list_tools(self.client)
+        self.envs = [VistaEnv(self.client, tools=tools, tool_specs=specs, **env_kwargs)
                      for _ in range(num_envs)]
 
     @property
@@ -505,3 +700,8 @@ class VectorVistaEnv:
     def truncate(self, index: int) -> tuple[float, dict[str, Any]]:
         """Ends env `index`'s episode without an answer; returns (reward, info)."""
         return self.envs[index].truncate()
+
+    def close(self) -> None:
+        if self._owns_client and hasattr(self.client, "close"):
+            self.client.close()
+            self._owns_client = False
