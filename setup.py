@@ -9,6 +9,7 @@ INSTALL_REQUIRES = [
     "optax>=0.2.8",
     "orbax-checkpoint>=0.12.8",
     "grain>=0.2.18",
+    "gymnasium>=1.0",
     "ml-collections>=1.1.0",
     "tokenizers>=0.22",
     "transformers>=5.0",
@@ -57,6 +58,9 @@ setup(
     entry_points={
         "console_scripts": [
             "vista-train=vista_jax.cli:train_main",
+            "vista-expert=vista_jax.cli:expert_main",
+            "vista-eval=vista_jax.eval_cli:eval_main",
+            "vista-view=vista_jax.eval_cli:view_main",
             "vista-tools=tools_server.cli:main",
         ],
     },

@@ -1,4 +1,6 @@
-"""Console entry points: `vista-train --config configs/tiny_cpu.py [--config.a.b=value ...]`."""
+"""Console entry points: `vista-train --config configs/tiny_cpu.py [--config.a.b=value ...]`
+and `vista-expert` (expert trajectories to JSONL + images). `vista-eval` and `vista-view`
+live in `eval_cli.py`."""
 
 from __future__ import annotations
 
@@ -55,6 +57,60 @@ def train_main(argv: list[str] | None = None) -> None:
     print("summary: " + " ".join(f"{k}={summary[k]:.3f}" for k in
                                  ("base_accuracy", "sft_accuracy", "grpo_accuracy",
                                   "tool_call_validity", "mean_turns", "wall_time_s")))
+
+
+def expert_main(argv: list[str] | None = None) -> None:
+    """`vista-expert --mixture chart_qa:2,geometry:1 --n 1000 --out data/expert/train.jsonl`:
+    plays reference plans against the real tools, keeps the verified trajectories (all with
+    --keep-failed), writes JSONL + images + stats and prints pass rates by family, question
+    type and difficulty."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="vista-expert", description=expert_main.__doc__)
+    parser.add_argument("--mixture", default="all",
+                        help="family[:weight],... or 'all' (default: every family, equal weights)")
+    parser.add_argument("--split", default="train", choices=("train", "val", "test"))
+    parser.add_argument("--n", type=int, default=256, help="tasks to play")
+    parser.add_argument("--start", type=int, default=0, help="index of the first task")
+    parser.add_argument("--difficulty", type=int, default=0, choices=(0, 1, 2, 3),
+                        help="task level; 0 = drawn per task")
+    parser.add_argument("--out", required=True, help="output .jsonl (images go beside it)")
+    parser.add_argument("--tools-url", default="",
+                        help="tool server URL; empty = the tools in this process")
+    parser.add_argument("--keep-failed", action="store_true",
+                        help="also write trajectories whose answer does not verify")
+    parser.add_argument("--batch-size", type=int, default=32, help="episodes played together")
+    args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error("--n must be ≥ 1")
+
+    from vista_jax.env.expert import expert_records, write_expert_dataset
+    from vista_jax.env.mixture import TaskMixture
+
+    try:
+        mixture = TaskMixture.parse(args.mixture, args.split, args.difficulty or None)
+    except (ValueError, KeyError) as e:
+        parser.error(f"--mixture: {e.args[0] if e.args else e}")
+    if args.tools_url:
+        from vista_jax.env.tool_client import SyncToolClient
+        client = SyncToolClient(args.tools_url)
+    else:
+        from tools_server.inprocess import InProcessToolClient
+        client = InProcessToolClient()
+    try:
+        records, stats = expert_records(mixture.tasks(args.n, start=args.start), client,
+                                        filter_correct=not args.keep_failed,
+                                        batch_size=args.batch_size)
+    finally:
+        client.close()
+    path = write_expert_dataset(records, args.out, stats)
+    print(f"wrote {len(records)} trajectories to {path}")
+    print(f"verified {stats['verified']}/{stats['n']} ({stats['pass_rate']:.1%})")
+    for key in ("pass_rate_by_family", "pass_rate_by_difficulty", "pass_rate_by_type"):
+        print(f"{key}: " + json.dumps({k: round(v, 4) for k, v in stats[key].items()}))
+    if stats["failures"]:
+        print("failures: " + json.dumps(stats["failures"]))
 
 
 if __name__ == "__main__":

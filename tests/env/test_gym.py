@@ -184,3 +184,25 @@ def test_vector_env_resolves_the_shared_client():
     assert [info["task_id"] for _, info in out] == [make_task("chart_qa", "train", i).task_id
                                                     for i in (0, 1)]
     vec.close()
+
+
+def test_dataset_id_plays_a_fixture_dataset():
+    import os
+    root = os.path.join(os.path.dirname(__file__), "..", "fixtures", "datasets", "chartqa")
+    env = gymnasium.make("VistaGym/ChartQA-Local-v0", data_root=os.path.abspath(root), split="test")
+    obs, info = env.reset(seed=0)
+    assert info["task_id"].startswith("chartqa/test/") and obs["messages"][1]["images"]
+    _, reward, terminated, _, info = env.step(f"<answer>{env.unwrapped.task.answer}</answer>")
+    assert terminated and info["correct"]
+    env.close()
+
+
+def test_vista_expert_cli_writes_a_dataset(tmp_path, capsys):
+    from vista_jax.cli import expert_main
+    out = tmp_path / "e" / "train.jsonl"
+    expert_main(["--mixture", "chart_qa", "--n", "6", "--difficulty", "1", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "verified 6/6" in printed and len(ExpertDataSource(out)) == 6
+    with pytest.raises(SystemExit):
+        expert_main(["--mixture", "nope", "--n", "2", "--out", str(out)])
+    assert "unknown task family 'nope'" in capsys.readouterr().err
