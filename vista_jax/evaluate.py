@@ -1,5 +1,6 @@
-"""Greedy evaluation of a policy on held-out tasks: accuracy (overall and per question
-type), tool-call validity, mean turns, format errors."""
+"""Greedy evaluation of a policy on held-out tasks: accuracy (overall, per task family and
+per question type), tool-call validity, mean turns, format errors, and the share of each
+error class of the paper's taxonomy (`env.taxonomy`: E1–E6, tool_failure)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from vista_jax.env import taxonomy
 from vista_jax.rollout import Episode, Sampler, run_episodes
 
 
@@ -42,9 +44,22 @@ def summarize(episodes: Sequence[Episode], tasks: Sequence[Any]) -> dict[str, fl
         "answered": float(np.mean([e.trajectory.get("answer") is not None for e in episodes])),
         "mean_reward": float(np.mean([e.reward for e in episodes])),
     }
-    by_type = collections.defaultdict(list)
+    by_type, by_family = collections.defaultdict(list), collections.defaultdict(list)
     for e, t in zip(episodes, tasks):
         by_type[t.meta.get("question_type", t.family)].append(e.correct)
+        by_family[t.family].append(e.correct)
+    if len(by_family) > 1:
+        for k, v in sorted(by_family.items()):
+            out[f"accuracy@{k}"] = float(np.mean(v))
     for k, v in sorted(by_type.items()):
         out[f"accuracy/{k}"] = float(np.mean(v))
+    labels = taxonomy.labels_for([e.trajectory for e in episodes], list(tasks))
+    for label in taxonomy.ERROR_LABELS:
+        out[f"taxonomy/{label}"] = labels.count(label) / len(labels)
     return out
+
+
+def taxonomy_report(episodes: Sequence[Episode], tasks: Sequence[Any]) -> dict[str, Any]:
+    """The taxonomy distribution per task family (`taxonomy.summarize`'s JSON report)."""
+    records = [e.trajectory for e in episodes]
+    return taxonomy.summarize(taxonomy.distribution(records, list(tasks)))

@@ -11,7 +11,10 @@ def write_report(run_dir: str, config, summary: dict[str, Any]) -> str:
     policies = [p for p in ("base", "sft", "grpo") if p in res]
     keys = ["accuracy", "tool_call_validity", "tool_calls_per_episode", "mean_turns",
             "format_ok", "answered", "mean_reward"]
+    keys += sorted({k for p in policies for k in res[p] if k.startswith("accuracy@")})
     keys += sorted({k for p in policies for k in res[p] if k.startswith("accuracy/")})
+    # share of all episodes in each error class of the paper's taxonomy (env.taxonomy)
+    keys += sorted({k for p in policies for k in res[p] if k.startswith("taxonomy/")})
     label = {"base": "base (untrained)", "sft": "SFT", "grpo": "SFT → GRPO"}
     lines = [
         f"# vista-jax run `{config.name}`", "",
@@ -30,7 +33,9 @@ def write_report(run_dir: str, config, summary: dict[str, Any]) -> str:
     lines += ["", f"Expert trajectories that verified: {summary.get('expert_pass_rate')}", "",
               "## Files", "",
               "- `metrics.jsonl`: one line per logged SFT / RL step and per evaluation",
-              "- `trajectories/`: evaluation and RL trajectories (JSONL + images)",
+              "- `trajectories/`: evaluation and RL trajectories (JSONL + images; "
+              "`vista-eval --trajectories trajectories/eval_sft.jsonl` prints the error "
+              "taxonomy per family, `vista-view` renders one as HTML)",
               "- `expert/`: the verified expert trajectories SFT trained on (JSONL + images, "
               "`train.stats.json`)",
               "- `checkpoints/`: Orbax checkpoints (after SFT, after GRPO)",

@@ -177,7 +177,7 @@ def client():
 
 @pytest.fixture
 def task(client):
-    t = make_task("chart_qa", "train", 1)  # lookup: "What value does the Sigma bar show?"
+    t = make_task("chart_qa", "train", 1, 1)  # lookup: "What value does the Sigma bar show?"
     client.register(t)
     return t
 
@@ -190,7 +190,7 @@ def _check_message(m):
 
 
 def test_reset_and_step_contract(client, task):
-    env = VistaEnv(client, tools=("chart_to_table", "calculator"))
+    env = VistaEnv(client, difficulty=1, tools=("chart_to_table", "calculator"))
     obs, info = env.reset(options={"task": task})
     system, user = obs["messages"]
     for m in obs["messages"]:
@@ -221,7 +221,7 @@ def test_reset_and_step_contract(client, task):
 
 
 def test_truncated_at_max_turns_with_format_penalty(client, task):
-    env = VistaEnv(client, max_turns=2, tools=("chart_to_table", "calculator"))
+    env = VistaEnv(client, difficulty=1, max_turns=2, tools=("chart_to_table", "calculator"))
     env.reset(options={"task": task})
     rewards = []
     _, r, term, trunc, _ = env.step(tool_turn("calculator", expression="1 + 1"))
@@ -238,7 +238,7 @@ def test_truncated_at_max_turns_with_format_penalty(client, task):
 
 
 def test_reward_config_weights(client, task):
-    env = VistaEnv(client, tools=("chart_to_table",),
+    env = VistaEnv(client, difficulty=1, tools=("chart_to_table",),
                    reward_config=RewardConfig(correct_weight=2.0, format_penalty=0.2))
     env.reset(options={"task": task})
     _, r, *_ = env.step("oops " + answer_turn("98"))  # stray text: answered, but malformed
@@ -246,7 +246,7 @@ def test_reward_config_weights(client, task):
 
 
 def test_invalid_turn_and_tool_errors_are_observations(client, task):
-    env = VistaEnv(client, max_turns=8, tools=("chart_to_table", "calculator", "crop"))
+    env = VistaEnv(client, difficulty=1, max_turns=8, tools=("chart_to_table", "calculator", "crop"))
     env.reset(options={"task": task})
     obs, r, term, trunc, info = env.step("<tool_call>{not json</tool_call>")
     assert info["taxonomy"] == "E1" and info["parsed"].error == protocol.E1_BAD_JSON
@@ -272,7 +272,7 @@ def test_invalid_turn_and_tool_errors_are_observations(client, task):
 
 
 def test_tool_images_get_handles_and_are_fetched(client, task):
-    env = VistaEnv(client, max_turns=8, tools=("chart_to_table", "crop"))
+    env = VistaEnv(client, difficulty=1, max_turns=8, tools=("chart_to_table", "crop"))
     env.reset(options={"task": task})
     obs, *_, info = env.step(tool_turn("crop", image="img_0", box=[0, 0, 20, 10]))
     [msg] = obs["messages"]
@@ -288,7 +288,7 @@ def test_tool_images_get_handles_and_are_fetched(client, task):
 
 
 def test_reset_by_seed_is_deterministic(client):
-    a, b = VistaEnv(client), VistaEnv(client)
+    a, b = VistaEnv(client, difficulty=1), VistaEnv(client, difficulty=1)
     obs_a, info_a = a.reset(seed=5)
     obs_b, info_b = b.reset(seed=5)
     assert info_a["task_id"] == info_b["task_id"] == "chart_qa/train/5"
@@ -296,7 +296,7 @@ def test_reset_by_seed_is_deterministic(client):
     assert _png(obs_a["messages"][1]["images"][0]) == _png(obs_b["messages"][1]["images"][0])
     _, info_next = a.reset()
     assert info_next["task_id"] == "chart_qa/train/6"
-    _, info_test = VistaEnv(client, split="test").reset(seed=5)
+    _, info_test = VistaEnv(client, difficulty=1, split="test").reset(seed=5)
     assert info_test["task_id"] == "chart_qa/test/20000005"
 
 
@@ -316,11 +316,11 @@ def test_system_prompt_styles():
     with pytest.raises(ValueError):
         system_prompt(TOOLS, "long")
     with pytest.raises(ValueError, match="zoom"):
-        VistaEnv(FakeToolClient(), tools=("zoom",))
+        VistaEnv(FakeToolClient(), difficulty=1, tools=("zoom",))
 
 
 def _vector_setup(client, n):
-    tasks = [make_task("chart_qa", "train", i) for i in range(n)]
+    tasks = [make_task("chart_qa", "train", i, 1) for i in range(n)]
     for t in tasks:
         client.register(t)
     return tasks
@@ -328,7 +328,7 @@ def _vector_setup(client, n):
 
 def test_vector_env_one_batch_per_step(client):
     tasks = _vector_setup(client, 3)
-    vec = VectorVistaEnv(client, 4, tools=("chart_to_table", "calculator", "crop"))
+    vec = VectorVistaEnv(client, 4, difficulty=1, tools=("chart_to_table", "calculator", "crop"))
     assert client.requests["list_tools"] == 1  # fetched once for all envs
     resets = vec.reset(tasks=tasks + [tasks[0]])  # a GRPO-style repeat: uploaded once
     assert len(resets) == 4 and client.requests["upload_image"] == 3
@@ -357,7 +357,7 @@ def test_vector_env_async_path(client):
     aclient = FakeAsyncToolClient(client)
 
     async def play():
-        vec = VectorVistaEnv(aclient, 3, tools=("chart_to_table", "calculator"))
+        vec = VectorVistaEnv(aclient, 3, difficulty=1, tools=("chart_to_table", "calculator"))
         await vec.areset(tasks=tasks)
         out = await vec.astep([tool_turn("chart_to_table", image="img_0")] * 3)
         return vec, out
@@ -371,7 +371,7 @@ def test_vector_env_async_path(client):
 
 
 def test_trajectory_log_round_trip(client, task, tmp_path):
-    env = VistaEnv(client, tools=("chart_to_table", "crop"))
+    env = VistaEnv(client, difficulty=1, tools=("chart_to_table", "crop"))
     env.reset(options={"task": task})
     env.step(tool_turn("crop", image="img_0", box=[0, 0, 12, 9]))
     env.step(answer_turn("98"))

@@ -20,7 +20,7 @@ def _registered_client(tasks):
 
 
 def test_expert_messages_shape_and_verification():
-    task = next(t for t in make_tasks("chart_qa", "train", 20)
+    task = next(t for t in make_tasks("chart_qa", "train", 20, difficulty=1)
                 if t.meta["question_type"] == "difference")
     client = _registered_client([task])
     messages, info = expert_messages(task, client)
@@ -37,7 +37,7 @@ def test_expert_messages_shape_and_verification():
 
 
 def test_expert_uses_tool_results_not_ground_truth():
-    task = next(t for t in make_tasks("chart_qa", "train", 20) if t.meta["question_type"] == "sum")
+    task = next(t for t in make_tasks("chart_qa", "train", 20, difficulty=1) if t.meta["question_type"] == "sum")
     client = _registered_client([task])
     a = task.meta["asked"][0]
     misread = dict(task.meta["table"], **{a: task.meta["table"][a] + 1})
@@ -49,7 +49,7 @@ def test_expert_uses_tool_results_not_ground_truth():
 
 
 def test_expert_reports_tool_failures():
-    task = make_task("chart_qa", "train", 0)
+    task = make_task("chart_qa", "train", 0, 1)
     client = _registered_client([task])
     client.fail_tools["bar_values"] = "execution_failed"
     messages, info = expert_messages(task, client)
@@ -58,26 +58,26 @@ def test_expert_reports_tool_failures():
 
 
 def test_batched_expert_one_request_per_turn():
-    tasks = make_tasks("chart_qa", "train", 16)
+    tasks = make_tasks("chart_qa", "train", 16, difficulty=1)
     client = _registered_client(tasks)
-    out = run_expert_batch(VectorVistaEnv(client, 16, max_turns=4), tasks)
+    out = run_expert_batch(VectorVistaEnv(client, 16, difficulty=1, max_turns=4), tasks)
     assert all(info["verified"] for _, info in out)
     max_calls = max(len(t.reference_plan) for t in tasks)
     assert client.requests["batch"] == max_calls and client.requests["call"] == 0
 
 
 def test_generate_expert_dataset_with_fake_client():
-    tasks = make_tasks("chart_qa", "train", 40)
+    tasks = make_tasks("chart_qa", "train", 40, difficulty=1)
     client = _registered_client(tasks)
     client.tables[next(iter(client.tables))] = {"Nope": 1}  # one chart misread
-    records, stats = generate_expert_dataset("chart_qa", "train", 40, client, batch_size=16,
+    records, stats = generate_expert_dataset("chart_qa", "train", 40, client, difficulty=1, batch_size=16,
                                              env_kwargs={"tools": ("bar_values", "calculator")})
     assert stats["n"] == 40 and stats["verified"] == 39 and stats["kept"] == 39
     assert stats["pass_rate"] == pytest.approx(39 / 40)
     assert sum(stats["failures"].values()) == 1
     assert all(r["verified"] for r in records) and len(records) == 39
     assert records[0]["messages"][0]["role"] == "system"
-    everything, _ = generate_expert_dataset("chart_qa", "train", 40, client, filter_correct=False,
+    everything, _ = generate_expert_dataset("chart_qa", "train", 40, client, difficulty=1, filter_correct=False,
                                             batch_size=16)
     assert len(everything) == 40
 
@@ -94,8 +94,7 @@ def real_client():
 
 def test_expert_against_the_real_tool_server(real_client):
     """≥ 99% of 200 train tasks verify when the plans run on the real tools."""
-    records, stats = generate_expert_dataset(
-        "chart_qa", "train", 200, real_client, filter_correct=False,
+    records, stats = generate_expert_dataset("chart_qa", "train", 200, real_client, difficulty=1, filter_correct=False,
         env_kwargs={"tools": ("bar_values", "calculator", "crop")})
     assert stats["pass_rate"] >= 0.99, stats
     assert len(records) == 200
@@ -105,7 +104,7 @@ def test_expert_against_the_real_tool_server(real_client):
 def test_env_on_the_real_tool_server(real_client):
     """Real tool errors come back as observations with their codes and taxonomy classes;
     a crop's output image comes back under a new handle."""
-    env = VistaEnv(real_client, max_turns=8, tools=("bar_values", "chart_to_table", "calculator", "crop"))
+    env = VistaEnv(real_client, difficulty=1, max_turns=8, tools=("bar_values", "chart_to_table", "calculator", "crop"))
     env.reset(seed=3)
 
     def call(name, **arguments):

@@ -584,9 +584,10 @@ class VistaEnv(gymnasium.Env):
 
     def trajectory(self) -> dict[str, Any]:
         """The episode as a log record (JSON-able apart from PIL images, which
-        `TrajectoryWriter` saves as PNG files)."""
+        `TrajectoryWriter` saves as PNG files); once the episode is over it carries its
+        taxonomy label ({"label", "explanation", "turn"})."""
         task = self.task
-        return {
+        record = {
             "task_id": task.task_id, "family": task.family, "split": task.split,
             "seed": task.seed, "difficulty": task.difficulty, "source": task.source,
             "question": task.question, "question_type":
@@ -598,6 +599,10 @@ class VistaEnv(gymnasium.Env):
             "reward_components": dict(self.reward_components),
             "terminated": self.terminated, "truncated": self.truncated,
             "num_turns": len(self.turns), "tokens_used": self.tokens_used}
+        if self.done:  # the paper's error class of the finished episode (env.taxonomy)
+            from vista_jax.env.taxonomy import classify
+            record["taxonomy"] = classify(record, task).to_dict()
+        return record
 
     def render(self) -> str | None:
         """"ansi": the episode so far as text; "html": a page with its images
