@@ -41,6 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.reward.correct_weight = 1.0  # weight of R_correct (verified answer, 0/1)
     c.reward.format_penalty = 0.1  # subtracted for a malformed turn or no answer (keep ≤ 0.2)
     c.reward.repetition_penalty = 0.1  # subtracted for a repeated identical tool call
+    c.reward.expression_timeout_s = 2.0  # sympy equivalence check of expression answers, in a worker process
 
     c.tokenizer = ml_collections.ConfigDict()
     c.tokenizer.path = ""  # HF tokenizer dir; "" trains a BPE on the expert trajectories (cached in the run dir)

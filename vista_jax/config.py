@@ -44,7 +44,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
                 "rollout.max_context", "env.turn_tokens", "env.prompt_tokens",
                 "env.observation_tokens", "env.trajectory_tokens", "rl.group_size",
                 "rl.prompts_per_step", "sft.batch_size", "sft.seq_len", "eval.batch_size",
-                "rl.learning_rate", "sft.learning_rate", "rollout.max_images"):
+                "rl.learning_rate", "sft.learning_rate", "rollout.max_images",
+                "reward.expression_timeout_s"):
         check(key, positive, "must be positive")
     for key in ("sft.steps", "rl.steps", "eval.num_tasks", "rl.kl_coef", "reward.format_penalty",
                 "reward.repetition_penalty"):

@@ -161,7 +161,8 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
                             trajectory_tokens=e.trajectory_tokens, max_turns=e.max_turns),
             reward_config=RewardConfig(correct_weight=config.reward.correct_weight,
                                        format_penalty=config.reward.format_penalty,
-                                       repetition_penalty=config.reward.repetition_penalty),
+                                       repetition_penalty=config.reward.repetition_penalty,
+                                       expression_timeout_s=config.reward.expression_timeout_s),
             system_prompt_style=e.system_prompt_style,
             tools=tuple(t.strip() for t in e.tools.split(",") if t.strip()))
 

@@ -70,6 +70,9 @@ def test_gym_step_plays_a_tool_call_and_an_answer(client):
     obs, reward, terminated, truncated, info = env.step("<answer>0</answer>")
     assert terminated and not truncated and isinstance(reward, float)
     assert "assistant: <answer>0</answer>" in env.render()
+    record = env.trajectory()
+    assert set(record["reward_reasons"]) == {"correct", "format", "repetition"}
+    assert record["reward_reasons"]["format"] == "ok" and record["taxonomy"]["label"] != "correct"
 
 
 # --- budgets --------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ from vista_jax import protocol
 from vista_jax.env.budget import (ApproxTokenCounter, Budgets, PromptTooLong, TokenCounter,
                                   truncate_response)
 from vista_jax.env.mixture import TaskMixture, as_mixture
-from vista_jax.env.rewards import RewardConfig, compute_reward
+from vista_jax.env.rewards import RewardConfig, reward_details
 from vista_jax.env.tasks.base import Task
 
 Message = dict[str, Any]
@@ -417,6 +417,7 @@ class VistaEnv(gymnasium.Env):
         self.parsed: list[protocol.ParsedTurn] = []
         self.done, self.terminated, self.truncated = False, False, False
         self.reward_components: dict[str, float] = {}
+        self.reward_reasons: dict[str, str] = {}
         self.answer: str | None = None
         tags = "".join(f"[{h}]\n" for h in self.handles)
         self.messages: list[Message] = [
@@ -549,8 +550,10 @@ class VistaEnv(gymnasium.Env):
 
     def _end(self, answered: bool) -> float:
         self.done, self.terminated, self.truncated = True, answered, not answered
-        self.reward_components = compute_reward(self.parsed, self.task, answered=answered,
-                                                config=self.reward_config)
+        details = reward_details(self.parsed, self.task, answered=answered,
+                                 config=self.reward_config)
+        self.reward_components = details.components()
+        self.reward_reasons = details.reasons()  # which rule set each component, for logs
         return self.reward_components["total"]
 
     def _step_gen(self, action_text: str):
@@ -597,6 +600,7 @@ class VistaEnv(gymnasium.Env):
             "correct": bool(self.reward_components.get("correct", 0.0) > 0),
             "reward": self.reward_components.get("total"),
             "reward_components": dict(self.reward_components),
+            "reward_reasons": dict(self.reward_reasons),
             "terminated": self.terminated, "truncated": self.truncated,
             "num_turns": len(self.turns), "tokens_used": self.tokens_used}
         if self.done:  # the paper's error class of the finished episode (env.taxonomy)
