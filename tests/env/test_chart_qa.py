@@ -1,5 +1,6 @@
-"""The chart QA family: answers right against the true table, determinism by seed, disjoint
-splits, reference plans that compute the answer."""
+"""The chart QA family at level 1 (bar charts): answers right against the true table,
+determinism by seed, disjoint splits, reference plans that compute the answer. Levels 2-3
+and the level-1 reference hashes: test_tasks_chart.py."""
 
 import collections
 import io
@@ -20,7 +21,7 @@ def _png(im):
 
 @pytest.fixture(scope="module")
 def tasks():
-    return make_tasks("chart_qa", "train", 300)
+    return make_tasks("chart_qa", "train", 300, difficulty=1)
 
 
 def _expected(task):
@@ -88,17 +89,18 @@ def test_reference_plan_computes_the_answer_from_the_table(tasks):
 
 
 def test_bindings_fall_back_to_the_table_text():
-    t = next(t for t in make_tasks("chart_qa", "train", 50) if t.meta["question_type"] == "lookup")
+    t = next(t for t in make_tasks("chart_qa", "train", 50, difficulty=1)
+             if t.meta["question_type"] == "lookup")
     text = "\n".join(f"{k} | {v}" for k, v in t.meta["table"].items())
     b = get_family("chart_qa").bindings(t, [{"ok": True, "text": text, "images": [], "data": {}}])
     assert fill_template(t.answer_template, b) == t.answer
 
 
 def test_same_seed_same_task_and_image_bytes():
-    a, b = make_task("chart_qa", "val", 17), make_task("chart_qa", "val", 17)
+    a, b = make_task("chart_qa", "val", 17, 1), make_task("chart_qa", "val", 17, 1)
     assert a == b and a.meta == b.meta
     assert _png(a.images[0]) == _png(b.images[0])
-    c = make_task("chart_qa", "val", 18)
+    c = make_task("chart_qa", "val", 18, 1)
     assert (c.question, c.meta["table"]) != (a.question, a.meta["table"])
 
 
