@@ -43,13 +43,17 @@ class InProcessToolClient:
                  tool_options: Mapping[str, Mapping[str, Any]] | None = None,
                  config: ServerConfig | None = None):
         """`registry`: the tools (default: all 26, `default_registry(tool_options)`);
-        `config`: the service's limits (threads, deadlines, store size)."""
+        `config`: the service's limits (threads, deadlines, store size; default: the
+        server's, with a 120 s per-call deadline)."""
         if registry is None:
             from tools_server.tools import default_registry
             registry = default_registry(tool_options)
         elif tool_options:
             raise ValueError("pass tool_options or a registry, not both")
-        self.service = ToolService(config or ServerConfig(), registry)
+        # No network and no other clients: the per-call deadline only guards against a hung
+        # tool. Model-backed tools (ocr) run unbatched in-process, so a batch of 32 OCR calls
+        # on 2 cores takes longer than a server's 10 s default.
+        self.service = ToolService(config or ServerConfig(call_timeout_s=120.0), registry)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever,
                                         name="vista-inprocess-tools", daemon=True)

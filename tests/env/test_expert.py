@@ -124,3 +124,20 @@ def test_env_on_the_real_tool_server(real_client):
         msg, info = call(name, **args)
         assert info["tool_result"]["error"]["code"] == code and info["taxonomy"] == hint
         assert msg["content"].startswith(f"<tool_response>error[{code}]") and not msg["images"]
+
+
+def test_bindings_that_raise_end_the_plan_with_an_error(monkeypatch):
+    """A family whose bindings cannot read a result ends that expert episode with an
+    `unreadable_result` error instead of aborting the whole dataset run."""
+    from vista_jax.env.tasks.base import get_family
+    task = make_task("chart_qa", "train", 0, 1)
+    client = _registered_client([task])
+    family = get_family("chart_qa")
+
+    def broken(task, results):
+        if results:
+            raise TypeError("cannot read this result")
+        return {}
+    monkeypatch.setattr(family, "bindings", broken)
+    _, info = expert_messages(task, client)
+    assert not info["verified"] and info["error"] == "unreadable_result:TypeError"

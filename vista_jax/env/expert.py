@@ -45,8 +45,8 @@ class ExpertScript:
     def next_turn(self) -> str | None:
         """The next assistant turn, or None when a result the plan needs is missing (e.g. a
         tool failed); `error` then says why."""
-        bindings = self.family.bindings(self.task, self.results)
         try:
+            bindings = self.family.bindings(self.task, self.results)
             if len(self.results) < len(self.task.reference_plan):
                 step = self.task.reference_plan[len(self.results)]
                 call = protocol.ToolCall(step.tool, fill_template(step.arguments, bindings))
@@ -55,7 +55,7 @@ class ExpertScript:
             return protocol.render_assistant_turn(
                 fill_template(self.task.final_think, bindings),
                 answer=fill_template(self.task.answer_template, bindings))
-        except (KeyError, IndexError, ValueError) as e:
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError) as e:
             failed = next((r for r in self.results if not r.get("ok")), None)
             self.error = (f"tool_error:{failed['error'].get('code')}" if failed
                           else f"unreadable_result:{type(e).__name__}")
