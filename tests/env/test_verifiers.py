@@ -1,6 +1,7 @@
 """Expression verification: LaTeX, sympy equivalence in the worker pool, the safety layers,
 timeouts that really fire on pathological answers, and dead workers being replaced."""
 
+import dataclasses
 import os
 import signal
 import threading
@@ -107,6 +108,18 @@ def test_expression_rules_and_cheap_paths():
     wrong = verify_details("x^2", _expr("x^2 + x"))
     assert wrong.rule == "expression_mismatch" and " at x=" in wrong.detail
     assert verify_details("log(x*y)", _expr("log(x) + log(y)")).rule == "expression_numeric"
+
+
+def test_simplest_form_is_required_where_the_task_asks_for_it():
+    task = dataclasses.replace(_expr("5*x + 12"), meta={"simplest_form": True})
+    for unsimplified in ("3(x + 4) + 2x", "2x + 3x + 12", "5x + 6 + 6", r"5x + \frac{24}{2}"):
+        verdict = verify_details(unsimplified, task)
+        assert not verdict.ok and verdict.rule == "expression_not_simplified", unsimplified
+    for simplest in ("5*x + 12", "12 + 5x", "5.0 x + 12", r"\boxed{5x+12}"):
+        assert verify_details(simplest, task).ok, simplest
+    assert not verify_details("5x + 13", task).ok
+    # without the flag the same unsimplified answer is equivalent, hence right
+    assert verify_details("3(x + 4) + 2x", _expr("5*x + 12")).ok
 
 
 def test_verdicts_are_cached():

@@ -21,7 +21,8 @@ default, the `time_limit_s` constructor option): a trace function on the worker 
 stops sympy at its next Python call once the time is up, and the call fails with a
 `timeout` error. Measured on inputs at the bounds, symbolic calls so stopped ended within
 10 ms of the limit, using under 120 MB; the calculator's exact roots of 9000-bit integers
-(primality tests in C) up to 0.7 s after it. The server's per-call deadline remains the
+(primality tests in C) up to 0.7 s after it on an idle host, about 2 s after it on a busy
+2-core one (CI). The server's per-call deadline remains the
 last line of defence.
 
 geometry_solver reads a figure in the language of `tools_server.tools.formal`; it computes

@@ -81,6 +81,11 @@ answer is", "Answer:", "Final answer =").
        multiple of the other's ("2y = 4x + 2" ~ "y = 2x + 1"). Tuples ("(1, 2)") compare
        item by item. "e" is Euler's number; "i" and "I" are plain symbols (our tasks are
        real).
+    5. Simplest form, for tasks that ask for one (`task.meta["simplest_form"]`, set by
+       math_word's "Simplify the expression" tasks): an equivalent answer that names some
+       symbol more often, or writes more numeric literals, than the gold's expanded form
+       is not simplified ("2x + 3x + 1" and "3(x + 4) - x" are refused for "5x + 1" and
+       "2x + 12"; "1 + 5*x" passes). Checked on the text before the worker runs.
   LaTeX accepted: \\frac \\dfrac \\tfrac (\\frac12 too), \\sqrt{x}, \\sqrt[n]{x}, \\pi and
   the Greek letters, \\cdot \\times \\div, ^{...}, _{...}, \\left( \\right) and
   \\left| \\right| (Abs), \\sin \\ln ..., \\operatorname{} \\text{} \\mathrm{}, $ and \\( \\)
@@ -571,6 +576,27 @@ def latex_to_plain(text: str) -> str:
     text = re.sub(r"_\{([A-Za-z0-9]+)\}", r"_\1", text)  # x_{1} -> x_1, one symbol
     text = text.replace("{", "(").replace("}", ")")
     return " ".join(text.split())
+
+
+_SYMBOL_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_LITERAL_RE = re.compile(r"\d+(?:\.\d*)?|\.\d+")
+
+
+def unsimplified_form(pred_plain: str, gold_plain: str) -> str | None:
+    """Why answer text `pred_plain` is not in the simplest form `gold_plain` is in (plain
+    notation, LaTeX already converted), or None: it names a symbol more often, or writes
+    more numeric literals, than the gold. Equivalence is checked elsewhere."""
+    def counts(text: str):
+        text = _expression_key(text)
+        return collections.Counter(_SYMBOL_RE.findall(text)), len(_LITERAL_RE.findall(text))
+    pred_symbols, pred_literals = counts(pred_plain)
+    gold_symbols, gold_literals = counts(gold_plain)
+    for name, n in sorted(pred_symbols.items()):
+        if n > gold_symbols.get(name, 0) and name in gold_symbols:
+            return f"{name!r} appears {n} times, {gold_symbols[name]} in the simplest form"
+    if pred_literals > gold_literals:
+        return f"{pred_literals} numbers written, {gold_literals} in the simplest form"
+    return None
 
 
 def _expression_key(text: str) -> str:
@@ -1237,6 +1263,10 @@ def _verify_expression(pred: str, task: Any, timeout_s: float | None) -> Verdict
         return Verdict(False, "expression_unparsed", "empty answer")
     if _GROUPED_NUMBER_RE.fullmatch(plain):  # "1,000" is a number here, not a tuple
         plain = plain.replace(",", "")
+    if (getattr(task, "meta", None) or {}).get("simplest_form"):
+        why = unsimplified_form(plain, gold_plain)
+        if why is not None:
+            return Verdict(False, "expression_not_simplified", why)
     if _expression_key(plain) == _expression_key(gold_plain):
         _bump("identical")
         return Verdict(True, "expression_identical", "same text once normalised")
