@@ -3,20 +3,14 @@ determinism by seed, disjoint splits, reference plans that compute the answer. L
 and the level-1 reference hashes: test_tasks_chart.py."""
 
 import collections
-import io
 
 import pytest
 
 from tools_server.tools.chart import select_bars
+from tools_server.images import encode_png
 from vista_jax.env.tasks import chart_qa
 from vista_jax.env.tasks.base import (SPLIT_BASE, SPLIT_SIZE, fill_template, get_family,
                                       make_task, make_tasks, split_seed)
-
-
-def _png(im):
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +93,7 @@ def test_bindings_fall_back_to_the_table_text():
 def test_same_seed_same_task_and_image_bytes():
     a, b = make_task("chart_qa", "val", 17, 1), make_task("chart_qa", "val", 17, 1)
     assert a == b and a.meta == b.meta
-    assert _png(a.images[0]) == _png(b.images[0])
+    assert encode_png(a.images[0]) == encode_png(b.images[0])
     c = make_task("chart_qa", "val", 18, 1)
     assert (c.question, c.meta["table"]) != (a.question, a.meta["table"])
 

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from tools_server.registry import ToolError
+from tools_server.images import encode_png
 from tools_server.tools.chart import select_bars
 from vista_jax import protocol
 from vista_jax.env import (RewardConfig, TrajectoryWriter, VectorVistaEnv, VistaEnv, make_task,
@@ -67,10 +68,8 @@ class FakeToolClient:
         return hashlib.sha256(data).hexdigest()
 
     def register(self, task):
-        for im in task.images:
-            buf = io.BytesIO()
-            im.save(buf, format="PNG")
-            self.tables[self._id(buf.getvalue())] = task.meta["table"]
+        for im in task.images:  # keyed as upload_image keys them
+            self.tables[self._id(encode_png(im))] = task.meta["table"]
 
     def list_tools(self):
         self.requests["list_tools"] += 1
@@ -78,7 +77,7 @@ class FakeToolClient:
 
     def upload_image(self, image):
         self.requests["upload_image"] += 1
-        data = image if isinstance(image, bytes) else _png(image)
+        data = image if isinstance(image, bytes) else encode_png(image)
         iid = self._id(data)
         self.store[iid] = Image.open(io.BytesIO(data)).convert("RGB")
         return iid
@@ -154,12 +153,6 @@ class FakeAsyncToolClient:
     async def batch(self, calls):
         await asyncio.sleep(0)
         return self.sync.batch(calls)
-
-
-def _png(image):
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def tool_turn(name, **arguments):
@@ -293,7 +286,7 @@ def test_reset_by_seed_is_deterministic(client):
     obs_b, info_b = b.reset(seed=5)
     assert info_a["task_id"] == info_b["task_id"] == "chart_qa/train/5"
     assert obs_a["messages"][1]["content"] == obs_b["messages"][1]["content"]
-    assert _png(obs_a["messages"][1]["images"][0]) == _png(obs_b["messages"][1]["images"][0])
+    assert encode_png(obs_a["messages"][1]["images"][0]) == encode_png(obs_b["messages"][1]["images"][0])
     _, info_next = a.reset()
     assert info_next["task_id"] == "chart_qa/train/6"
     _, info_test = VistaEnv(client, difficulty=1, split="test").reset(seed=5)

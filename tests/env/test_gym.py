@@ -9,7 +9,6 @@ import gymnasium
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from tools_server.inprocess import InProcessToolClient
 from vista_jax import protocol
 from vista_jax.env import (Budgets, PromptTooLong, TaskMixture, VectorVistaEnv, VistaEnv,
                            get_family, make_task)
@@ -17,13 +16,6 @@ from vista_jax.env.budget import ApproxTokenCounter, TokenizerCounter, truncate_
 from vista_jax.env.expert import ExpertDataSource, generate_expert_dataset, write_expert_dataset
 from vista_jax.env.registration import PROCEDURAL, env_id
 from vista_jax.tokenizer import TRUNCATION_MARKER
-
-
-@pytest.fixture(scope="module")
-def client():
-    c = InProcessToolClient()
-    yield c
-    c.close()
 
 
 @pytest.mark.parametrize("family", sorted(PROCEDURAL))

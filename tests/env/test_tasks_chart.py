@@ -4,12 +4,12 @@ and answers that come from the tool results (a doctored result changes them)."""
 
 import collections
 import hashlib
-import io
 import json
 from fractions import Fraction
 
 import pytest
 
+from tools_server.images import encode_png
 from vista_jax.env import expert_messages
 from vista_jax.env.expert import expert_records
 from vista_jax.env.tasks import chart_qa, multi_step
@@ -83,20 +83,6 @@ def _level1_fingerprint(task):
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _png(im):
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def client():
-    from tools_server.inprocess import InProcessToolClient
-    c = InProcessToolClient()
-    yield c
-    c.close()
-
-
 @pytest.fixture(scope="module")
 def chart_tasks():
     return {level: make_tasks("chart_qa", "train", 160, difficulty=level) for level in (1, 2, 3)}
@@ -131,10 +117,10 @@ def test_level1_seeds_drawn_at_level1_are_the_same_task():
 @pytest.mark.parametrize("level", [1, 2, 3])
 def test_same_seed_same_task_and_image_bytes(family, level):
     a, b = make_task(family, "val", 7, level), make_task(family, "val", 7, level)
-    assert a == b and a.meta == b.meta and _png(a.images[0]) == _png(b.images[0])
+    assert a == b and a.meta == b.meta and encode_png(a.images[0]) == encode_png(b.images[0])
     assert a.difficulty == level
     others = [make_task(family, "val", i, level) for i in (8, 9, 10)]
-    assert all((o.question, _png(o.images[0])) != (a.question, _png(a.images[0]))
+    assert all((o.question, encode_png(o.images[0])) != (a.question, encode_png(a.images[0]))
                for o in others)
 
 
@@ -154,7 +140,7 @@ def test_no_difficulty_draws_the_level_from_the_seed(family):
 @pytest.mark.parametrize("family", ["chart_qa", "multi_step"])
 def test_splits_draw_different_tasks(family):
     by_split = {s: [make_task(family, s, i, 2) for i in range(10)] for s in ("train", "val", "test")}
-    keys = {s: {(t.question, _png(t.images[0])) for t in ts} for s, ts in by_split.items()}
+    keys = {s: {(t.question, encode_png(t.images[0])) for t in ts} for s, ts in by_split.items()}
     assert keys["train"].isdisjoint(keys["val"]) and keys["val"].isdisjoint(keys["test"])
     assert keys["train"].isdisjoint(keys["test"])
     assert {t.task_id.split("/")[1] for t in by_split["test"]} == {"test"}

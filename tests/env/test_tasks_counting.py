@@ -3,10 +3,10 @@ every question type at every level, experts that verify with the real tools and 
 the tool results."""
 
 import collections
-import io
 
 import pytest
 
+from tools_server.images import encode_png
 from vista_jax.env import generate_expert_dataset
 from vista_jax.env.tasks import counting
 from vista_jax.env.tasks.base import (draw_difficulty, fill_template, get_family, make_task,
@@ -16,23 +16,9 @@ from vista_jax.env.tasks.render_scene import shape_mask
 FAMILY = get_family("counting")
 
 
-def _png(im):
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def by_level():
     return {lvl: make_tasks("counting", "train", 120, difficulty=lvl) for lvl in (1, 2, 3)}
-
-
-@pytest.fixture(scope="module")
-def client():
-    from tools_server.inprocess import InProcessToolClient
-    c = InProcessToolClient()
-    yield c
-    c.close()
 
 
 def _matches(query, obj):
@@ -114,18 +100,18 @@ def test_plans_use_the_family_tools_and_key_args(by_level):
 
 def test_same_seed_same_task_and_image_bytes():
     a, b = make_task("counting", "val", 5), make_task("counting", "val", 5)
-    assert a == b and a.meta == b.meta and _png(a.images[0]) == _png(b.images[0])
+    assert a == b and a.meta == b.meta and encode_png(a.images[0]) == encode_png(b.images[0])
     seed = a.seed
     assert FAMILY.generate(seed, "val") == FAMILY.generate(seed, "val", draw_difficulty(seed))
     assert make_task("counting", "val", 6).question != a.question or \
-        _png(make_task("counting", "val", 6).images[0]) != _png(a.images[0])
+        encode_png(make_task("counting", "val", 6).images[0]) != encode_png(a.images[0])
 
 
 def test_splits_differ():
     train = make_tasks("counting", "train", 20)
     val = make_tasks("counting", "val", 20)
     assert {t.seed for t in train}.isdisjoint({t.seed for t in val})
-    assert {_png(t.images[0]) for t in train}.isdisjoint({_png(t.images[0]) for t in val})
+    assert {encode_png(t.images[0]) for t in train}.isdisjoint({encode_png(t.images[0]) for t in val})
 
 
 def test_bad_difficulty_is_refused():

@@ -4,11 +4,11 @@ results (played against the real diagram and math tools; doctored results change
 expert's answer)."""
 
 import collections
-import io
 import math
 
 import pytest
 
+from tools_server.images import encode_png
 from vista_jax.env import VectorVistaEnv
 from vista_jax.env.expert import run_expert_batch
 from vista_jax.env.rewards import verify
@@ -16,20 +16,6 @@ from vista_jax.env.tasks import geometry
 from vista_jax.env.tasks.base import (draw_difficulty, fill_template, get_family, make_tasks)
 
 FAMILY = get_family("geometry")
-
-
-def _png(im):
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def client():
-    from tools_server.inprocess import InProcessToolClient
-    c = InProcessToolClient()
-    yield c
-    c.close()
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +37,9 @@ def test_same_seed_same_task_and_image_bytes():
         a, b = FAMILY.generate(seed, "train"), FAMILY.generate(seed, "train")
         assert (a.question, a.answer, a.reference_plan, a.difficulty) == \
                (b.question, b.answer, b.reference_plan, b.difficulty)
-        assert _png(a.images[0]) == _png(b.images[0])
+        assert encode_png(a.images[0]) == encode_png(b.images[0])
         fixed = FAMILY.generate(seed, "train", draw_difficulty(seed))
-        assert fixed == a and _png(fixed.images[0]) == _png(a.images[0])
+        assert fixed == a and encode_png(fixed.images[0]) == encode_png(a.images[0])
 
 
 def test_splits_differ():
@@ -61,7 +47,7 @@ def test_splits_differ():
     val = make_tasks("geometry", "val", 6)
     assert {t.seed for t in train}.isdisjoint(t.seed for t in val)
     assert [t.question for t in train] != [t.question for t in val]
-    assert all(_png(a.images[0]) != _png(b.images[0]) for a, b in zip(train, val))
+    assert all(encode_png(a.images[0]) != encode_png(b.images[0]) for a, b in zip(train, val))
 
 
 def test_every_type_at_every_level(tasks_by_level):

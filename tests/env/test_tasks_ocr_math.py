@@ -4,11 +4,11 @@ reader built from the renderer's ink boxes, doctored results, and a sample playe
 the real tools: rapidocr and sympy)."""
 
 import collections
-import io
 
 import pytest
 import sympy
 
+from tools_server.images import encode_png
 from vista_jax.env import VectorVistaEnv
 from vista_jax.env.expert import run_expert_batch
 from vista_jax.env.rewards import verify
@@ -22,12 +22,6 @@ OCR = get_family("ocr_text")
 MATH = get_family("math_word")
 
 
-def _png(im):
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def ocr_tasks():
     return {lvl: make_tasks("ocr_text", "train", 80, difficulty=lvl) for lvl in (1, 2, 3)}
@@ -36,14 +30,6 @@ def ocr_tasks():
 @pytest.fixture(scope="module")
 def math_tasks():
     return {lvl: make_tasks("math_word", "train", 80, difficulty=lvl) for lvl in (1, 2, 3)}
-
-
-@pytest.fixture(scope="module")
-def client():
-    from tools_server.inprocess import InProcessToolClient
-    c = InProcessToolClient()
-    yield c
-    c.close()
 
 
 # --- a perfect reader: what the tools would return if they read the renderer's ink exactly --
@@ -113,7 +99,7 @@ def test_every_type_at_every_level(name, types, ocr_tasks, math_tasks):
 @pytest.mark.parametrize("name", ["ocr_text", "math_word"])
 def test_same_seed_same_task_and_image_bytes(name):
     a, b = make_task(name, "val", 3), make_task(name, "val", 3)
-    assert a == b and a.meta == b.meta and _png(a.images[0]) == _png(b.images[0])
+    assert a == b and a.meta == b.meta and encode_png(a.images[0]) == encode_png(b.images[0])
     family = get_family(name)
     assert family.generate(a.seed, "val") == family.generate(a.seed, "val", draw_difficulty(a.seed))
     with pytest.raises(ValueError, match="difficulty"):
@@ -124,7 +110,7 @@ def test_same_seed_same_task_and_image_bytes(name):
 def test_splits_differ(name):
     train, test = make_tasks(name, "train", 15), make_tasks(name, "test", 15)
     assert {t.seed for t in train}.isdisjoint({t.seed for t in test})
-    assert {_png(t.images[0]) for t in train}.isdisjoint({_png(t.images[0]) for t in test})
+    assert {encode_png(t.images[0]) for t in train}.isdisjoint({encode_png(t.images[0]) for t in test})
 
 
 def test_ocr_answers_match_what_was_drawn(ocr_tasks):
@@ -324,7 +310,7 @@ def test_render_text_is_deterministic_and_reports_ink_boxes():
                     fill="cream", outline="black")]
     a, placed = render_text_image(panels)
     b, _ = render_text_image(panels)
-    assert _png(a) == _png(b)
+    assert encode_png(a) == encode_png(b)
     assert [p.text for p in placed] == ["Summer Fair", "Apple", "2.50", "Code KX-4827"]
     px = a.load()
     red = placed[-1]

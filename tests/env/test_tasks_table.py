@@ -3,11 +3,10 @@ question type at every level, bindings that rebuild the table from OCR lines and
 perfect reader made from the renderer's layout, doctored results, and a sample played
 against the real `ocr` tool and calculator)."""
 
-import io
-
 import numpy as np
 import pytest
 
+from tools_server.images import encode_png
 from vista_jax.env import VectorVistaEnv
 from vista_jax.env.expert import run_expert_batch
 from vista_jax.env.rewards import verify
@@ -20,25 +19,9 @@ from vista_jax.env.tasks.table_reading import parse_ocr_table
 FAMILY = get_family("table_reading")
 
 
-def _png(im):
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def tasks_by_level():
     return {lvl: make_tasks("table_reading", "train", 40, difficulty=lvl) for lvl in (1, 2, 3)}
-
-
-@pytest.fixture(scope="module")
-def client():
-    from tools_server.app import ServerConfig
-    from tools_server.inprocess import InProcessToolClient
-    # OCR of a batch of tables can outlast the default 10 s deadline on a busy 2-core box
-    c = InProcessToolClient(config=ServerConfig(call_timeout_s=120.0))
-    yield c
-    c.close()
 
 
 # --- a perfect reader: the OCR lines the renderer's layout implies -----------------------------
@@ -83,7 +66,7 @@ def test_render_is_deterministic_and_laid_out():
         for size in FONT_SIZES:
             a, layout = render_table(header, rows, font_size=size, style=style)
             b, _ = render_table(header, rows, font_size=size, style=style)
-            assert _png(a) == _png(b) and a.size == layout.size
+            assert encode_png(a) == encode_png(b) and a.size == layout.size
             dark = np.asarray(a).max(axis=-1) < 100  # [H, W]: the text's ink
             x0, y0, x1, y1 = layout.cell_box(2, 1)  # "101"
             assert dark[y0 + 1:y1 - 1, x0 + PAD_X - 2:x1 - PAD_X + 2].any()
@@ -118,15 +101,15 @@ def test_same_seed_same_task_and_image_bytes():
     for seed in (5, 64, 901):
         a, b = FAMILY.generate(seed, "train"), FAMILY.generate(seed, "train")
         assert (a.question, a.answer, a.reference_plan) == (b.question, b.answer, b.reference_plan)
-        assert _png(a.images[0]) == _png(b.images[0])
+        assert encode_png(a.images[0]) == encode_png(b.images[0])
         fixed = FAMILY.generate(seed, "train", draw_difficulty(seed))
-        assert fixed == a and _png(fixed.images[0]) == _png(a.images[0])
+        assert fixed == a and encode_png(fixed.images[0]) == encode_png(a.images[0])
 
 
 def test_splits_differ():
     train, val = make_tasks("table_reading", "train", 6), make_tasks("table_reading", "val", 6)
     assert [t.question for t in train] != [t.question for t in val]
-    assert all(_png(a.images[0]) != _png(b.images[0]) for a, b in zip(train, val))
+    assert all(encode_png(a.images[0]) != encode_png(b.images[0]) for a, b in zip(train, val))
 
 
 def test_every_type_at_every_level_and_bigger_tables_higher(tasks_by_level):

@@ -11,7 +11,6 @@ import json
 
 import pytest
 
-from tools_server.inprocess import InProcessToolClient
 from vista_jax import protocol
 from vista_jax.env import (PlanStep, TrajectoryWriter, VistaEnv, expert_messages, make_tasks,
                            read_trajectories)
@@ -71,13 +70,6 @@ def chart_tasks(n=60):
     for task in make_tasks("chart_qa", "train", n, difficulty=1):
         out.setdefault(task.meta["question_type"], task)
     return out
-
-
-@pytest.fixture(scope="module")
-def client():
-    c = InProcessToolClient()
-    yield c
-    c.close()
 
 
 @pytest.fixture(scope="module")

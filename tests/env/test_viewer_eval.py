@@ -9,17 +9,9 @@ import pytest
 from PIL import Image
 
 from test_taxonomy import BAD_JSON, answer, call, chart_tasks, play
-from tools_server.inprocess import InProcessToolClient
 from vista_jax.env import TrajectoryWriter, VistaEnv
 from vista_jax.env.viewer import render_html
 from vista_jax.eval_cli import eval_main, view_main
-
-
-@pytest.fixture(scope="module")
-def client():
-    c = InProcessToolClient()
-    yield c
-    c.close()
 
 
 @pytest.fixture(scope="module")

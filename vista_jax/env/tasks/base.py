@@ -117,6 +117,18 @@ def check_difficulty(difficulty: int | None) -> None:
         raise ValueError(f"difficulty must be one of {DIFFICULTIES} or None, not {difficulty!r}")
 
 
+def pick_question_type(rng: Any, types: Sequence[str], fixed: str | None = None) -> str:
+    """A question type drawn from `rng` (`random.Random`), or `fixed` (one of `types`) in its
+    place; the draw happens either way, so the rest of the task's stream does not depend on
+    whether the type was fixed."""
+    drawn = rng.choice(types)
+    if fixed is None:
+        return drawn
+    if fixed not in types:
+        raise ValueError(f"unknown question type {fixed!r}; one of {tuple(types)}")
+    return fixed
+
+
 def register_family(family: TaskFamily) -> TaskFamily:
     if family.name in _FAMILIES:
         raise ValueError(f"task family {family.name!r} is already registered")

@@ -52,7 +52,7 @@ import sympy
 from PIL import Image
 
 from vista_jax.env.tasks.base import (PlanStep, Task, check_difficulty, draw_difficulty,
-                                      register_family)
+                                      pick_question_type, register_family)
 from vista_jax.env.tasks.render_geometry import Geometry, random_geometry, render_geometry
 
 QUESTION_TYPES = ("length", "angle", "area", "perimeter", "circle", "largest")
@@ -699,12 +699,7 @@ class GeometryFamily:
         check_difficulty(difficulty)
         level = difficulty if difficulty is not None else draw_difficulty(seed)
         rng = random.Random(f"geometry/{seed}")
-        qtype = rng.choice(QUESTION_TYPES)
-        if question_type is not None:
-            if question_type not in QUESTION_TYPES:
-                raise ValueError(f"unknown question type {question_type!r}; one of "
-                                 f"{QUESTION_TYPES}")
-            qtype = question_type
+        qtype = pick_question_type(rng, QUESTION_TYPES, question_type)
         spec = _build(rng, qtype, level)
         return Task(
             task_id=f"{self.name}/{split}/{seed}", family=self.name, seed=seed, split=split,

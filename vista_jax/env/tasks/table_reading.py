@@ -51,7 +51,7 @@ from fractions import Fraction
 from typing import Any
 
 from vista_jax.env.tasks.base import (PlanStep, Task, check_difficulty, draw_difficulty,
-                                      register_family)
+                                      pick_question_type, register_family)
 from vista_jax.env.tasks.render_table import FONT_SIZES, HEADER_FILLS, STYLES, render_table
 
 QUESTION_TYPES = ("lookup", "column_aggregate", "row_aggregate", "argmax", "compare")
@@ -417,12 +417,7 @@ class TableReadingFamily:
         check_difficulty(difficulty)
         level = difficulty if difficulty is not None else draw_difficulty(seed)
         rng = random.Random(f"table_reading/{seed}")
-        qtype = rng.choice(QUESTION_TYPES)
-        if question_type is not None:
-            if question_type not in QUESTION_TYPES:
-                raise ValueError(f"unknown question type {question_type!r}; one of "
-                                 f"{QUESTION_TYPES}")
-            qtype = question_type
+        qtype = pick_question_type(rng, QUESTION_TYPES, question_type)
         table = _make_table(rng, level)
         spec = _BUILDERS[qtype](rng, table, level)
         rows = [[table.cells[label][c] for c in table.header] for label in table.labels]
