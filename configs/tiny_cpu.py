@@ -19,7 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.shape = (-1, 1, 1)  # devices along (data, fsdp, tensor); -1 = all remaining devices
-    c.mesh.rules = "default"  # logical-axis rule table in vista_jax.sharding (only "default" so far)
+    c.mesh.rules = "default"  # logical-axis rules: "default" | "data_parallel", then optional overrides "default,heads=none,mlp=fsdp+tensor"
 
     c.tools = ml_collections.ConfigDict()
     c.tools.url = ""  # tool server URL; "" starts a local server subprocess on 127.0.0.1
@@ -48,6 +48,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.tokenizer.vocab_size = 1024  # BPE vocabulary size, including special tokens
 
     c.model = ml_collections.ConfigDict()
+    c.model.preset = ""  # "" = the sizes below; qwen2_5_vl_3b | qwen2_5_vl_7b = that checkpoint's shapes (size fields ignored)
     c.model.embed_dim = 128  # decoder hidden size
     c.model.num_layers = 4  # decoder layers
     c.model.num_heads = 4  # query heads
@@ -62,6 +63,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.vision_num_heads = 2  # vision heads
     c.model.vision_mlp_dim = 128  # vision MLP hidden size
     c.model.image_size = 56  # images are resized to image_size² px (multiple of 28) for the policy
+    c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (norms, softmax, logits stay float32)
+    c.model.param_dtype = "float32"  # stored params and optimizer state: float32 (master weights) | bfloat16
+    c.model.remat = "none"  # decoder-layer rematerialisation in training: none | full (recompute layers) | dots (keep weight matmuls)
 
     c.rollout = ml_collections.ConfigDict()
     c.rollout.max_context = 512  # KV-cache slots per row (prompt + all turns + padding)
@@ -71,11 +75,14 @@ def get_config() -> ml_collections.ConfigDict:
     c.rollout.max_images = 4  # images per trajectory in a training batch (prompt + tool images)
     c.rollout.train_buckets = (256, 384, 512)  # RL batches are padded to the smallest that fits
     c.rollout.temperature = 0.7  # sampling temperature for RL rollouts, also used by the learner's log-probs (eval is greedy)
+    c.rollout.top_k = 0  # sample among the k most likely tokens (0 = off); the learner renormalises the same way
+    c.rollout.top_p = 1.0  # then within the smallest set holding this probability mass (1.0 = off); learner likewise
 
     c.sft = ml_collections.ConfigDict()
     c.sft.num_trajectories = 1024  # expert trajectories generated (then filtered to verified)
     c.sft.steps = 600  # optimizer steps
     c.sft.batch_size = 16  # sequences per step
+    c.sft.micro_batches = 1  # sequential slices of a step's batch (exact gradient accumulation); divides batch_size
     c.sft.seq_len = 256  # packed length; longer trajectories are dropped and counted
     c.sft.learning_rate = 2e-3  # peak learning rate (warmup then cosine)
     c.sft.warmup_steps = 30  # linear warmup steps
@@ -98,6 +105,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.rl.clip_eps = 0.2  # PPO ratio clip (both sides)
     c.rl.kl_coef = 0.0  # weight of k3 KL to the frozen SFT policy; 0 skips the reference pass
     c.rl.updates_per_rollout = 1  # optimizer steps per rollout batch (minibatches)
+    c.rl.micro_batches = 1  # sequential slices of each minibatch (exact gradient accumulation)
     c.rl.max_grad_norm = 1.0  # global gradient clip
 
     c.eval = ml_collections.ConfigDict()
@@ -107,4 +115,12 @@ def get_config() -> ml_collections.ConfigDict:
     c.log = ml_collections.ConfigDict()
     c.log.every = 5  # print a metrics line every this many steps
     c.log.trajectories = 64  # evaluation trajectories written per policy
+
+    # Multi-host (vista_jax/distributed.py); env JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+    # JAX_PROCESS_ID / JAX_DISTRIBUTED_AUTO override these, so one file serves every host.
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.coordinator_address = ""  # "host:port" of process 0; "" = single process
+    c.distributed.num_processes = 1  # processes in the job (one per host); 1 = no jax.distributed
+    c.distributed.process_id = 0  # this process's index in [0, num_processes)
+    c.distributed.auto_detect = False  # True: jax.distributed.initialize() finds peers (TPU pods, SLURM)
     return c

@@ -31,6 +31,15 @@ def _check_mixture(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.env.mixture={spec!r}: {msg}") from None
 
 
+def _check_rules(config: ml_collections.ConfigDict) -> None:
+    from vista_jax import sharding
+    _get(config, "mesh.rules")
+    try:
+        sharding.rules_from_config(config)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError naming the first key whose value cannot work."""
 
@@ -63,6 +72,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
           "minimal | compact | full")
     check("mesh.shape", lambda v: len(v) == 3 and list(v).count(-1) <= 1,
           "3 axis sizes (data, fsdp, tensor), at most one -1")
+    _check_rules(config)
+    for key in ("model.dtype", "model.param_dtype"):
+        check(key, lambda v: v in ("float32", "bfloat16"), "float32 | bfloat16")
+    check("model.remat", lambda v: v in ("none", "full", "dots"), "none | full | dots")
     check("rollout.prompt_buckets", lambda v: max(v) <= config.rollout.max_context,
           "buckets cannot exceed rollout.max_context")
     check("env.prompt_tokens", lambda v: v <= max(config.rollout.prompt_buckets),
@@ -78,7 +91,37 @@ def validate(config: ml_collections.ConfigDict) -> None:
           "must be empty or a run directory holding checkpoints/")
     check("sft.copy_balance", lambda v: v >= 0, "must be ≥ 0 (0 = one weight for all copied tokens)")
     check("rollout.temperature", positive, "must be positive (evaluation is greedy anyway)")
+    check("rollout.top_k", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+          "must be an integer ≥ 0 (0 = off)")
+    check("rollout.top_p", lambda v: 0 < v <= 1, "must be in (0, 1] (1.0 = off)")
     check("tools.num_workers", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
           "must be an integer ≥ 0 (0 = model-backed tools run in the tool server's process)")
     check("tools.num_workers", lambda v: v == 0 or not config.tools.url,
           "must be 0 when tools.url names an external server (it has its own workers)")
+    _check_scale(config, check)
+
+
+# The names pipeline.MODEL_PRESETS maps to model configs ("" = config.model's own sizes).
+MODEL_PRESET_NAMES = ("", "qwen2_5_vl_3b", "qwen2_5_vl_7b")
+
+
+def _check_scale(config: ml_collections.ConfigDict, check) -> None:
+    """Checks of the fields real-scale configs set: presets, checkpoint paths, train
+    buckets, gradient accumulation and the multi-host fields."""
+    check("model.preset", lambda v: v in MODEL_PRESET_NAMES, f"one of {MODEL_PRESET_NAMES}")
+    check("tokenizer.path", lambda v: not v or os.path.isdir(v),
+          "must be empty (train a BPE) or an existing local HF checkpoint / tokenizer directory")
+    check("rollout.train_buckets", lambda v: max(v) >= config.env.trajectory_tokens,
+          "the largest must hold env.trajectory_tokens (a full trajectory is one training row)")
+    integer = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1  # noqa: E731
+    check("sft.micro_batches", lambda v: integer(v) and config.sft.batch_size % v == 0,
+          "must be an integer ≥ 1 dividing sft.batch_size")
+    rows = config.rl.prompts_per_step * config.rl.group_size
+    check("rl.micro_batches", lambda v: integer(v) and rows % (config.rl.updates_per_rollout * v) == 0,
+          f"must be an integer ≥ 1 with updates_per_rollout * micro_batches dividing the {rows} "
+          "rollouts of a step")
+    from vista_jax import distributed
+    try:
+        distributed.spec_from(config, environ={})  # the environment is checked at start
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

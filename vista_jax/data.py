@@ -2,6 +2,10 @@
 
 Every training batch, SFT or RL, has the layout documented in `rl/train_step.py`: one row
 per trajectory, padded on the right to a bucket length, images as pixel patches.
+
+Multi-host: each process builds only its slice of a global batch (`host_slice` for RL rows,
+`sft_iterator(shard=...)` for SFT) and `global_batch` assembles the slices into arrays
+sharded over the mesh, without any host holding the whole batch on device.
 """
 
 from __future__ import annotations
@@ -58,18 +62,61 @@ def pack_episodes(episodes, buckets: Sequence[int], max_images: int, patch_shape
     return batch
 
 
+def process_shard(shard: tuple[int, int] | None = None) -> tuple[int, int]:
+    """(this process's index, process count): `shard` if given, else JAX's."""
+    if shard is not None:
+        index, count = shard
+    else:
+        import jax
+        index, count = jax.process_index(), jax.process_count()
+    if not 0 <= index < count:
+        raise ValueError(f"shard index {index} is not in [0, {count})")
+    return index, count
+
+
+def host_slice(num_rows: int, shard: tuple[int, int] | None = None) -> slice:
+    """This process's contiguous block of a global batch of `num_rows` rows (e.g. whole
+    GRPO groups when the per-host count is a multiple of the group size)."""
+    index, count = process_shard(shard)
+    if num_rows % count:
+        raise ValueError(f"a global batch of {num_rows} rows does not split over {count} processes")
+    per = num_rows // count
+    return slice(index * per, (index + 1) * per)
+
+
+def global_batch(local: dict[str, np.ndarray], sharding) -> dict[str, Any]:
+    """Global jax.Arrays from this process's rows of each field (leading dim = local rows),
+    laid out by `sharding` (batch-major NamedSharding); process p's rows come p-th. With
+    one process it is a device_put."""
+    import jax
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+            for k, v in local.items()}
+
+
 def sft_iterator(rows: Sequence[dict[str, Any]], *, batch_size: int, seq_len: int,
-                 max_images: int, patch_shape, pad_id: int, seed: int) -> Iterator[dict]:
-    """Endless shuffled SFT batches through grain (its iterator state can be checkpointed)."""
+                 max_images: int, patch_shape, pad_id: int, seed: int,
+                 shard: tuple[int, int] | None = None) -> Iterator[dict]:
+    """Endless shuffled SFT batches through grain (its iterator state can be checkpointed).
+
+    `batch_size` is the global batch; each of the `shard = (index, count)` processes
+    (default: JAX's) reads and packs only its `batch_size // count` rows of every global
+    batch: the same seeded shuffle everywhere, then every count-th element from `index`
+    (grain's ShardByJaxProcess convention), so the union of the hosts' step-k batches is the
+    single-process step-k batch."""
     import grain  # only the SFT pipeline needs it
 
     if len(rows) < batch_size:
         raise ValueError(f"{len(rows)} SFT rows is fewer than one batch of {batch_size}")
+    index, count = process_shard(shard)
+    if batch_size % count:
+        raise ValueError(f"sft.batch_size={batch_size} does not split over {count} processes")
 
     def pack_one(row):
         return {k: v[0] for k, v in pack_rows([row], seq_len, max_images, patch_shape,
                                               pad_id).items()}
 
-    ds = (grain.MapDataset.source(list(rows)).seed(seed).shuffle().repeat()
-          .map(pack_one).batch(batch_size, drop_remainder=True))
+    ds = grain.MapDataset.source(list(rows)).seed(seed).shuffle().repeat()
+    if count > 1:
+        ds = ds[index::count]  # lazily, before packing: a host never packs others' rows
+    ds = ds.map(pack_one).batch(batch_size // count, drop_remainder=True)
     return iter(ds.to_iter_dataset())

@@ -6,6 +6,7 @@ goes to `<run_root>/<name>/`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -16,12 +17,13 @@ import jax
 import ml_collections
 import numpy as np
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 from tqdm.auto import tqdm
 
 from vista_jax import checkpoint as ckpt_lib
 from vista_jax import config as config_lib
 from vista_jax import data as data_lib
+from vista_jax import distributed
 from vista_jax import sharding
 from vista_jax import tokenizer as tok_lib
 from vista_jax.env import (Budgets, RewardConfig, TaskMixture, TokenizerCounter, TrajectoryWriter,
@@ -29,7 +31,7 @@ from vista_jax.env import (Budgets, RewardConfig, TaskMixture, TokenizerCounter,
 from vista_jax.env.expert import ExpertDataSource, expert_records, write_expert_dataset
 from vista_jax.env.tool_client import SyncToolClient
 from vista_jax.evaluate import evaluate
-from vista_jax.models import ModelConfig, Qwen25VL, mrope_positions
+from vista_jax.models import ModelConfig, Qwen25VL, mrope_positions, qwen2_5_vl_3b, qwen2_5_vl_7b
 from vista_jax.rl import learner
 from vista_jax.rl.train_step import make_logprob_fn, make_optimizer, make_train_step, sft_loss
 from vista_jax.rollout import Sampler, SamplerConfig
@@ -59,16 +61,33 @@ class MetricsLog:
         self.f.close()
 
 
+# config.model.preset names one of these (config.MODEL_PRESET_NAMES lists the same keys).
+MODEL_PRESETS = {"qwen2_5_vl_3b": qwen2_5_vl_3b, "qwen2_5_vl_7b": qwen2_5_vl_7b}
+
+
 def model_config_from(config: ml_collections.ConfigDict, tok: tok_lib.VistaTokenizer) -> ModelConfig:
+    """The policy's ModelConfig: the sizes in config.model, or with `model.preset` a released
+    checkpoint's shapes (its vocab rows, which may exceed the tokenizer's length; the size
+    fields are then ignored). dtypes, remat and sharding rules come from config either way."""
     m = config.model
+    common = dict(image_pad_id=tok.image_pad_id, dtype=m.dtype, param_dtype=m.param_dtype,
+                  remat=m.remat, sharding_rules=sharding.rules_from_config(config))
+    preset = m.get("preset", "")
+    if preset:
+        if preset not in MODEL_PRESETS:
+            raise ValueError(f"config.model.preset={preset!r}: one of {sorted(MODEL_PRESETS)}")
+        base = MODEL_PRESETS[preset]()
+        if tok.vocab_size > base.vocab_size:
+            raise ValueError(f"config.model.preset={preset!r} has {base.vocab_size} embedding rows "
+                             f"but the tokenizer has {tok.vocab_size} tokens")
+        return dataclasses.replace(base, **common)
     return ModelConfig(
         vocab_size=tok.vocab_size, embed_dim=m.embed_dim, num_layers=m.num_layers,
         num_heads=m.num_heads, num_kv_heads=m.num_kv_heads, head_dim=m.head_dim,
         mlp_dim=m.mlp_dim, rope_theta=m.rope_theta, tie_word_embeddings=m.tie_word_embeddings,
         mrope_section=tuple(m.mrope_section),
         vision_embed_dim=m.vision_embed_dim, vision_num_layers=m.vision_num_layers,
-        vision_num_heads=m.vision_num_heads, vision_mlp_dim=m.vision_mlp_dim,
-        image_pad_id=tok.image_pad_id)
+        vision_num_heads=m.vision_num_heads, vision_mlp_dim=m.vision_mlp_dim, **common)
 
 
 def conversation_row(tok: tok_lib.VistaTokenizer, sampler: Sampler, messages) -> dict[str, Any]:
@@ -109,7 +128,8 @@ def _train_sft(config, tok, sampler, expert, graphdef, rest, params, grid_hw, pa
     fit = [dict(r, loss_mask=w) for r, w in zip(fit, weights)]
     tx = make_optimizer(config.sft.learning_rate, warmup_steps=config.sft.warmup_steps,
                         total_steps=config.sft.steps, weight_decay=config.sft.weight_decay)
-    sft_step = make_train_step(graphdef, rest, sft_loss, tx, grid_hw)
+    sft_step = make_train_step(graphdef, rest, sft_loss, tx, grid_hw,
+                               micro_batches=config.sft.micro_batches)
     batches = data_lib.sft_iterator(fit, batch_size=config.sft.batch_size,
                                     seq_len=config.sft.seq_len,
                                     max_images=config.rollout.max_images,
@@ -134,6 +154,8 @@ def _train_sft(config, tok, sampler, expert, graphdef, rest, params, grid_hw, pa
 def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """Runs the whole job and returns the summary dict (also written to summary.json)."""
     config_lib.validate(config)
+    # Multi-host: join the job before anything touches a device (no-op for one process).
+    distributed.maybe_initialize(config)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     run_dir = os.path.abspath(os.path.join(config.run_root, config.name))
@@ -204,14 +226,14 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
         # --- model, sharded over the mesh -----------------------------------------------
         mesh = sharding.make_mesh(tuple(config.mesh.shape))
         stack.enter_context(jax.set_mesh(mesh))
-        rules = sharding.DEFAULT_RULES
+        rules = sharding.rules_from_config(config)  # params, batch and (via model_cfg) activations
         model_cfg = model_config_from(config, tok)
         model = sharding.create_sharded_model(
             lambda: Qwen25VL(model_cfg, rngs=nnx.Rngs(config.seed)), mesh, rules)
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         del model
         log.info("mesh %s\n%s", dict(mesh.shape), param_table(params))
-        batch_sharding = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+        batch_sharding = NamedSharding(mesh, sharding.logical_to_mesh_spec(("batch",), rules))
 
         def to_device(batch):
             return jax.device_put(batch, batch_sharding)
@@ -274,8 +296,10 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
         tx = make_optimizer(rl.learning_rate, warmup_steps=rl.warmup_steps, total_steps=rl.steps,
                             max_grad_norm=rl.max_grad_norm, decay=False)
         opt_state = tx.init(params)
-        rl_loss = learner.make_rl_loss(rl, config.rollout.temperature)
-        rl_step_fn = make_train_step(graphdef, rest, rl_loss, tx, grid_hw)
+        rl_loss = learner.make_rl_loss(rl, config.rollout.temperature, config.rollout.top_k,
+                                       config.rollout.top_p)
+        rl_step_fn = make_train_step(graphdef, rest, rl_loss, tx, grid_hw,
+                                     micro_batches=rl.micro_batches)
         ref_fn = ref_params = None
         if rl.kl_coef > 0:
             ref_fn = make_logprob_fn(graphdef, rest, grid_hw)

@@ -23,6 +23,23 @@ Logical names used by the model and the KV cache:
     patch          flattened pixel patch features (3 * 2 * 14 * 14)
     layers         KV cache layer dim
     cache_len      KV cache slots (S)
+
+Activation names (`constrain` inside the decoder; separate from the param names so params
+and activations can be laid out independently):
+    act_batch      batch dim of [B, T, ...] activations
+    act_length     token dim T (map it to a mesh axis for sequence sharding)
+    act_embed      hidden dim D of the residual stream
+    act_heads      query-head dim N of q
+    act_kv_heads   kv-head dim K of new keys / values
+    act_vocab      vocab dim V of the logits
+
+Any dim whose size the mapped mesh axes do not divide falls back to replication (logged
+once per trace), so e.g. 4 heads on a tensor axis of 8 still runs, unsharded on heads.
+
+`config.mesh.rules` picks the table (`rules_from_config`): a rule-set name ("default",
+"data_parallel"), a name followed by overrides ("default,heads=none,mlp=fsdp+tensor"),
+or, in a Python config built from scratch, a sequence of (name, axes) pairs / a dict that
+overrides "default".
 """
 
 from __future__ import annotations
@@ -58,9 +75,74 @@ DEFAULT_RULES: Rules = (
     ("patch", None),
     ("layers", None),
     ("cache_len", None),
+    # activations
+    ("act_batch", ("data", "fsdp")),
+    ("act_length", None),
+    ("act_embed", None),
+    ("act_heads", "tensor"),
+    ("act_kv_heads", "tensor"),
+    ("act_vocab", "tensor"),
 )
 
-RULE_SETS = {"default": DEFAULT_RULES}  # config.mesh.rules names one of these
+# Pure data parallelism: every param replicated, the batch split over all devices.
+DATA_PARALLEL_RULES: Rules = tuple(
+    (name, ("data", "fsdp", "tensor") if name in ("batch", "act_batch") else None)
+    for name, _ in DEFAULT_RULES)
+
+RULE_SETS = {"default": DEFAULT_RULES,  # data + fsdp (params' embed dims) + tensor (heads, mlp, vocab)
+             "data_parallel": DATA_PARALLEL_RULES}  # config.mesh.rules names one of these
+
+
+def _check_target(name: str, target: Any) -> str | tuple[str, ...] | None:
+    """A rule's mesh-axis target normalised (None, one axis, or a tuple of axes)."""
+    if target is None or target == ():
+        return None
+    axes = (target,) if isinstance(target, str) else tuple(target)
+    bad = [a for a in axes if a not in MESH_AXES]
+    if bad or len(set(axes)) != len(axes):
+        raise ValueError(f"sharding rule {name!r} -> {target!r}: mesh axes must be distinct "
+                         f"names from {MESH_AXES}")
+    return axes[0] if len(axes) == 1 else axes
+
+
+def resolve_rules(spec: Any = "default") -> tuple[tuple[str, Any], ...]:
+    """The rule table `spec` names, as a hashable tuple of (logical name, mesh axes) pairs.
+
+    `spec`: a rule-set name ("default", "data_parallel"); a string "base,name=axes,..." of
+    overrides on that base (axes joined by "+", "none" or "" for replicated); or a sequence
+    of (name, axes) pairs or a dict, overriding "default". Unknown rule sets, logical names
+    and mesh axes raise ValueError naming them."""
+    if isinstance(spec, str):
+        base, *overrides = [part.strip() for part in spec.split(",")]
+        if base not in RULE_SETS:
+            raise ValueError(f"unknown sharding rule set {base!r}; one of {sorted(RULE_SETS)}")
+        pairs = []
+        for item in overrides:
+            if "=" not in item:
+                raise ValueError(f"sharding rule override {item!r} is not name=axes")
+            name, axes = (x.strip() for x in item.split("=", 1))
+            pairs.append((name, None if axes.lower() in ("", "none") else tuple(axes.split("+"))))
+        table = dict(RULE_SETS[base])
+    else:
+        pairs = list(spec.items()) if hasattr(spec, "items") else [tuple(p) for p in spec]
+        table = dict(DEFAULT_RULES)
+    for pair in pairs:
+        if len(pair) != 2 or not isinstance(pair[0], str):
+            raise ValueError(f"sharding rule {pair!r} is not a (logical name, mesh axes) pair")
+        name, target = pair
+        if name not in table:
+            raise ValueError(f"sharding rule for unknown logical axis {name!r}; known: "
+                             f"{sorted(table)}")
+        table[name] = target
+    return tuple((name, _check_target(name, target)) for name, target in table.items())
+
+
+def rules_from_config(config) -> tuple[tuple[str, Any], ...]:
+    """`resolve_rules(config.mesh.rules)` with the key named in the error."""
+    try:
+        return resolve_rules(config.mesh.rules)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"config.mesh.rules={config.mesh.rules!r}: {e}") from None
 
 
 def make_mesh(shape: Sequence[int] = (-1, 1, 1), names: Sequence[str] = MESH_AXES,
@@ -93,7 +175,8 @@ def logical_to_mesh_spec(logical_axes: Sequence[str | None] | None, rules: Rules
 
     Unknown names raise (typos should not silently replicate). A mesh axis is used at most
     once per spec (later dims that map to it are replicated). Given `shape` and `mesh`, a
-    dim that the mapped mesh axes do not divide evenly is replicated instead."""
+    dim that the mapped mesh axes do not divide evenly is sharded over the longest prefix
+    of them that does divide it (often none: replicated)."""
     if logical_axes is None:
         return PartitionSpec()
     table = dict(rules)
@@ -109,11 +192,17 @@ def logical_to_mesh_spec(logical_axes: Sequence[str | None] | None, rules: Rules
         axes = () if target is None else (target,) if isinstance(target, str) else tuple(target)
         axes = tuple(a for a in axes if a not in used)
         if axes and shape is not None and mesh is not None:
-            size = math.prod(mesh.shape[a] for a in axes)
-            if shape[dim] % size:
-                log.info("replicating logical axis %r (dim %d of size %d) instead of sharding it "
-                         "over %s (%d devices)", name, dim, shape[dim], axes, size)
-                axes = ()
+            missing = [a for a in axes if a not in mesh.shape]
+            if missing:
+                raise ValueError(f"logical axis {name!r} maps to mesh axes {missing} that the "
+                                 f"mesh {dict(mesh.shape)} lacks")
+            fit = axes
+            while fit and shape[dim] % math.prod(mesh.shape[a] for a in fit):
+                fit = fit[:-1]
+            if fit != axes:
+                log.debug("logical axis %r (dim %d of size %d) does not divide over %s: sharded "
+                         "over %s instead", name, dim, shape[dim], axes, fit or "nothing")
+                axes = fit
         used.update(axes)
         out.append(None if not axes else axes[0] if len(axes) == 1 else axes)
     return PartitionSpec(*out)
@@ -183,3 +272,29 @@ def cache_shardings(cache: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Any
         name: NamedSharding(mesh, logical_to_mesh_spec(axes, rules,
                                                        getattr(cache, name).shape, mesh))
         for name, axes in CACHE_LOGICAL_AXES.items()})
+
+
+def constrain(x: jax.Array, logical_axes: Sequence[str | None], rules: Rules | None = None
+              ) -> jax.Array:
+    """`with_sharding_constraint(x, rules(logical_axes))` under the current mesh
+    (`jax.set_mesh`); the identity without one, or when the mesh has non-Auto axes (the
+    explicit-sharding mode types shardings itself). Dims the mapped axes do not divide are
+    left replicated. `rules` defaults to DEFAULT_RULES."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or any(t != AxisType.Auto for t in mesh.axis_types):
+        return x
+    if len(logical_axes) != x.ndim:
+        raise ValueError(f"logical axes {tuple(logical_axes)} for an array of shape {x.shape}")
+    spec = logical_to_mesh_spec(logical_axes, rules or DEFAULT_RULES, x.shape, mesh)
+    return jax.lax.with_sharding_constraint(x, spec)
+
+
+REMAT_POLICIES: dict[str, Callable | None] = {
+    # None: no rematerialisation (every activation the backward pass needs is kept).
+    "none": None,
+    # Keep only each decoder layer's inputs; recompute the whole layer in the backward pass.
+    "full": jax.checkpoint_policies.nothing_saveable,
+    # Keep the weight matmuls' outputs (projections, MLP); recompute attention scores and
+    # elementwise ops (matmuls with batch dims, e.g. QK^T, are not saved).
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}

@@ -11,8 +11,9 @@ numerics, so importing a checkpoint is a rename and reshape (module names mirror
   except in `vision_fullatt_block_indexes`, then the PatchMerger (RMSNorm ln_q, then an
   MLP over each 2x2 merge group) into the decoder width.
 
-Not covered yet: video (temporal grids > 1), per-image dynamic resolution (one static grid
-per `encode_images` call), sliding-window decoder layers (unused by released checkpoints).
+Images: `encode_images` for a batch of one static grid, `encode_images_varlen` for images of
+different sizes (HF dynamic resolution) in one call. Not covered yet: video (temporal
+grids > 1), sliding-window decoder layers (unused by released checkpoints).
 
 Dims in einsum strings: B batch, T query tokens, S key slots, D embed, N heads, K kv heads,
 G query heads per kv head, H head dim, F mlp, V vocab; vision: I images, P patches,
@@ -30,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from vista_jax import sharding as sharding_lib
 from vista_jax.models import vision as vision_lib
 from vista_jax.models.kv_cache import KVCache
 
@@ -70,8 +72,12 @@ class ModelConfig:
     in_channels: int = 3  # RGB
     image_pad_id: int = -1  # token id of the image placeholder; set from the tokenizer
     init_std: float = 0.02  # stddev of normal weight init (HF initializer_range)
-    dtype: str = "float32"  # activation / compute dtype
-    param_dtype: str = "float32"  # parameter storage dtype
+    dtype: str = "float32"  # activation / compute dtype: float32 | bfloat16
+    param_dtype: str = "float32"  # parameter storage dtype (fp32 master weights under bf16 compute)
+    remat: str = "none"  # decoder-layer rematerialisation in training: none | full | dots
+    # Logical-axis rules for activation constraints (vista_jax.sharding.resolve_rules pairs);
+    # () = sharding.DEFAULT_RULES. Constraints apply only under a mesh (jax.set_mesh).
+    sharding_rules: tuple = ()
 
     def __post_init__(self):
         checks = {
@@ -82,9 +88,21 @@ class ModelConfig:
             "vision_num_heads": self.vision_embed_dim % self.vision_num_heads == 0
             and (self.vision_embed_dim // self.vision_num_heads) % 4 == 0,
         }
+        checks.update({
+            "dtype": self.dtype in ("float32", "bfloat16"),
+            "param_dtype": self.param_dtype in ("float32", "bfloat16"),
+            "remat": self.remat in sharding_lib.REMAT_POLICIES,
+        })
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"inconsistent ModelConfig fields: {bad} ({self})")
+        if self.sharding_rules:  # a full, hashable table (also from JSON lists)
+            object.__setattr__(self, "sharding_rules",
+                               sharding_lib.resolve_rules(self.sharding_rules))
+
+    def constrain(self, x: jax.Array, logical_axes: tuple[str | None, ...]) -> jax.Array:
+        """Activation sharding constraint by logical names (identity without a mesh)."""
+        return sharding_lib.constrain(x, logical_axes, self.sharding_rules or None)
 
     @property
     def patch_dim(self) -> int:
@@ -302,40 +320,49 @@ class VisionTower(nnx.Module):
                                 for _ in range(config.vision_num_layers)])
         self.merger = PatchMerger(config, rngs=rngs)
 
-    def rotary(self, grid_h: int, grid_w: int) -> tuple[jax.Array, jax.Array]:
-        """2D rotary cos/sin [P, H]: the first half of the rotary dims follows the patch
-        row, the second half its column (same frequencies), as in HF."""
+    def rotary(self, positions_p2: np.ndarray) -> tuple[jax.Array, jax.Array]:
+        """2D rotary cos/sin [P, H] of patches at (row, col) int [P, 2]: the first half of
+        the rotary dims follows the patch row, the second half its column (same
+        frequencies), as in HF."""
         c = self.config
         h = c.vision_embed_dim // c.vision_num_heads
         inv_freq = 1.0 / (c.vision_rope_theta
                           ** (jnp.arange(0, h // 2, 2, dtype=jnp.float32) / (h // 2)))  # [H/4]
-        pos = jnp.asarray(vision_lib.vision_patch_positions(grid_h, grid_w, c.spatial_merge_size))
+        pos = jnp.asarray(positions_p2)
         freqs = (pos[:, :, None].astype(jnp.float32) * inv_freq).reshape(pos.shape[0], -1)
         emb = jnp.concatenate([freqs, freqs], axis=-1)  # [P, H]
         return jnp.cos(emb), jnp.sin(emb)
 
-    def window_mask(self, grid_h: int, grid_w: int) -> np.ndarray | None:
-        """Static same-window mask [P, P] for windowed blocks (None if one window)."""
+    def encode(self, patches: jax.Array, grids: tuple[tuple[int, int, int], ...]) -> jax.Array:
+        """[I, P, C] pixel patches (HF order) -> [I, P/4, D]. Each of the I rows holds the
+        images `grids` (static patch grids (t, gh, gw)) concatenated, like HF's
+        `pixel_values`: windowed blocks attend within a window of one image, full blocks
+        within one image (HF's cu_seqlens as a block-diagonal mask), 2D rotary positions
+        restart per image. Attention is dense over the row's P patches (a [N, P, P] score
+        tensor per block): fine for a few thousand patches, not for huge images."""
         c = self.config
-        ids = vision_lib.vision_window_ids(grid_h, grid_w, window_size=c.vision_window_size,
-                                           patch_size=c.patch_size, merge_size=c.spatial_merge_size)
-        if np.all(ids == ids[0]):
-            return None
-        return ids[:, None] == ids[None, :]
+        pos, image_ids, window_ids = vision_lib.vision_patch_tables(
+            grids, window_size=c.vision_window_size, patch_size=c.patch_size,
+            merge_size=c.spatial_merge_size)
+        cos, sin = self.rotary(pos)
 
-    def __call__(self, patches: jax.Array, grid_hw: tuple[int, int]) -> jax.Array:
-        """[I, P, C] pixel patches (HF order) of I images of one grid -> [I, P/4, D]."""
-        gh, gw = grid_hw
-        cos, sin = self.rotary(gh, gw)
-        window = self.window_mask(gh, gw)
-        window = None if window is None else jnp.asarray(window)
+        def same(ids: np.ndarray) -> jax.Array | None:  # [P] -> bool [P, P], None if all equal
+            if np.all(ids == ids[0]):
+                return None
+            ids = jnp.asarray(ids)
+            return ids[:, None] == ids[None, :]
+
+        full, window = same(image_ids), same(window_ids)
         x = self.patch_embed(patches)
         for i, block in enumerate(self.blocks):
             with jax.named_scope(f"vision_block_{i}"):
-                full = i in self.config.vision_fullatt_block_indexes
-                x = block(x, cos, sin, None if full else window)
+                x = block(x, cos, sin, full if i in c.vision_fullatt_block_indexes else window)
         with jax.named_scope("patch_merger"):
             return self.merger(x)
+
+    def __call__(self, patches: jax.Array, grid_hw: tuple[int, int]) -> jax.Array:
+        """[I, P, C] pixel patches (HF order) of I images of one grid -> [I, P/4, D]."""
+        return self.encode(patches, ((1,) + tuple(grid_hw),))
 
 
 # --- decoder --------------------------------------------------------------------------------
@@ -352,15 +379,19 @@ class Attention(nnx.Module):
                             ("kv_heads", "head_dim"), config, rngs=rngs)
         self.o_proj = Dense("BTNH,NHD->BTD", (n, h, d), ("heads", "head_dim", "embed"), None,
                             config, rngs=rngs)
+        self.config = config
 
     def __call__(self, x: jax.Array, rope: tuple[jax.Array, jax.Array], mask_bts: jax.Array,
                  cache: KVCache | None, layer: int) -> tuple[jax.Array, KVCache | None]:
         """x [B, T, D] -> [B, T, D]. With a cache, the new keys/values are written at the
         cache index first and the queries attend over all S slots."""
         cos, sin = rope
-        q = apply_rotary(self.q_proj(x), cos, sin)  # [B, T, N, H]
-        k = apply_rotary(self.k_proj(x), cos, sin)  # [B, T, K, H]
-        v = self.v_proj(x)  # [B, T, K, H]
+        c = self.config
+        q_axes = ("act_batch", "act_length", "act_heads", "head_dim")
+        kv_axes = ("act_batch", "act_length", "act_kv_heads", "head_dim")
+        q = c.constrain(apply_rotary(self.q_proj(x), cos, sin), q_axes)  # [B, T, N, H]
+        k = c.constrain(apply_rotary(self.k_proj(x), cos, sin), kv_axes)  # [B, T, K, H]
+        v = c.constrain(self.v_proj(x), kv_axes)  # [B, T, K, H]
         if cache is not None:
             cache = cache.write_layer(layer, k, v)
             k, v = cache.k[layer].astype(q.dtype), cache.v[layer].astype(q.dtype)  # [B, S, K, H]
@@ -374,11 +405,23 @@ class DecoderLayer(nnx.Module):
         self.self_attn = Attention(config, rngs=rngs)
         self.post_attention_layernorm = RMSNorm(d, eps, config)
         self.mlp = SwiGLU(d, config.mlp_dim, ("embed", "mlp"), False, config, rngs=rngs)
+        self.config = config
 
     def __call__(self, x, rope, mask_bts, cache, layer):  # [B, T, D] -> [B, T, D], cache
         h, cache = self.self_attn(self.input_layernorm(x), rope, mask_bts, cache, layer)
-        x = x + h
-        return x + self.mlp(self.post_attention_layernorm(x)), cache
+        x = self.config.constrain(x + h, _ACT_BTD)
+        return self.config.constrain(x + self.mlp(self.post_attention_layernorm(x)), _ACT_BTD), cache
+
+
+_ACT_BTD = ("act_batch", "act_length", "act_embed")  # the residual stream [B, T, D]
+
+
+def _remat_layer_fn(policy_name: str):
+    """A decoder layer's cache-free forward (layer, x [B, T, D], rope, mask) -> [B, T, D]
+    wrapped in `nnx.remat` with the named `sharding.REMAT_POLICIES` policy: the backward
+    pass recomputes what the policy does not save instead of keeping it from the forward."""
+    return nnx.remat(lambda layer, x, rope, mask: layer(x, rope, mask, None, 0)[0],
+                     policy=sharding_lib.REMAT_POLICIES[policy_name])
 
 
 def merge_image_embeds(x_btd: jax.Array, tokens_bt: jax.Array, image_bmd: jax.Array,
@@ -386,8 +429,10 @@ def merge_image_embeds(x_btd: jax.Array, tokens_bt: jax.Array, image_bmd: jax.Ar
     """Replaces row b's image placeholders, in order, by image_bmd[b, 0], [b, 1], ...
 
     Fixed shapes: the k-th placeholder of a row (a cumsum over the mask) gathers row k of
-    the row's image embeddings. Extra embeddings are unused; placeholders beyond M reuse
-    the last one (callers size M to the most image tokens a row carries)."""
+    the row's image embeddings. Extra embeddings are unused (padding); placeholders beyond
+    M reuse the last one (callers size M to the most image tokens a row carries). Being
+    compiled, this cannot raise on a count mismatch: callers check each row on the host
+    with `vision.check_image_tokens` (and `Qwen25VL.__call__` does when run eagerly)."""
     is_image = tokens_bt == image_pad_id  # [B, T]
     slot = jnp.clip(jnp.cumsum(is_image, axis=1) - 1, 0, image_bmd.shape[1] - 1)  # [B, T]
     gathered = jnp.take_along_axis(image_bmd, slot[:, :, None], axis=1)  # [B, T, D]
@@ -420,15 +465,33 @@ class Qwen25VL(nnx.Module):
             grid_hw = (side, side)
         if grid_hw[0] * grid_hw[1] != p:
             raise ValueError(f"grid {grid_hw} does not hold {p} patches")
+        grids = vision_lib.check_grids([(1,) + tuple(grid_hw)], self.config.spatial_merge_size)
         with jax.named_scope("vision_tower"):
-            return self.visual(pixel_patches, tuple(int(g) for g in grid_hw))
+            return self.visual.encode(pixel_patches, grids)
+
+    def encode_images_varlen(self, pixel_patches: jax.Array,
+                             grids: tuple[tuple[int, int, int], ...]) -> jax.Array:
+        """Images of different sizes in one call, as HF's visual(pixel_values, grid_thw):
+        patches [sum P_i, C] concatenated in image order (HF `pixel_values`), `grids` their
+        patch grids (t=1, gh, gw) (HF `image_grid_thw`; static: one compilation per grids
+        tuple) -> merged features [sum P_i / 4, D] in the same order, image i's rows
+        contiguous. Images never attend to each other."""
+        grids = vision_lib.check_grids(grids, self.config.spatial_merge_size)
+        total = sum(t * h * w for t, h, w in grids)
+        if pixel_patches.ndim != 2 or pixel_patches.shape[0] != total:
+            raise ValueError(f"pixel_patches {pixel_patches.shape} should be [{total}, "
+                             f"{self.config.patch_dim}] for grids {grids}")
+        with jax.named_scope("vision_tower"):
+            return self.visual.encode(pixel_patches[None], grids)[0]
 
     def __call__(self, tokens: jax.Array, positions: jax.Array, valid: jax.Array,
                  cache: KVCache | None = None, image_embeds: jax.Array | None = None
                  ) -> tuple[jax.Array, KVCache | None]:
         """tokens int [B, T], positions int [3, B, T] (M-RoPE t/h/w), valid bool [B, T],
-        optional slot cache, optional image embeddings [B, M, D] for the image placeholders.
-        Returns logits float32 [B, T, V] and the advanced cache (None without one).
+        optional slot cache, optional image embeddings [B, M, D] for the image placeholders
+        (row b's features in placeholder order, e.g. `encode_images_varlen` output padded
+        to M; called eagerly, a row with more placeholders than M raises). Returns logits
+        float32 [B, T, V] and the advanced cache (None without one).
 
         Without a cache: causal attention over the T tokens, padding keys masked. With one:
         the tokens are written at slots [index, index + T) and attend to every earlier or
@@ -440,11 +503,19 @@ class Qwen25VL(nnx.Module):
         if image_embeds is not None:
             if c.image_pad_id < 0:
                 raise ValueError("image_embeds given but config.image_pad_id is unset")
+            if not isinstance(tokens, jax.core.Tracer):  # eager: the counts are known here
+                counts = np.count_nonzero(np.asarray(tokens) == c.image_pad_id, axis=1)  # [B]
+                if counts.max(initial=0) > image_embeds.shape[1]:
+                    raise ValueError(f"{int(counts.max())} image placeholder tokens but "
+                                     f"{image_embeds.shape[1]} image feature rows "
+                                     f"(row {int(counts.argmax())})")
             x = merge_image_embeds(x, tokens, image_embeds, c.image_pad_id)
         rope = mrope_cos_sin(positions, c.head_dim, c.rope_theta, c.mrope_section)
 
         if cache is None:
-            causal = np.tril(np.ones((t, t), bool))
+            # From iotas, not a numpy constant: a [T, T] literal is 256 MB in the program at
+            # T = 16K and tripled the 7B step's compile time.
+            causal = jnp.arange(t)[:, None] >= jnp.arange(t)[None, :]  # [T, T]
             mask = causal[None] & valid[:, None, :]  # [B, T, T]
             slot_valid = None
         else:
@@ -454,9 +525,15 @@ class Qwen25VL(nnx.Module):
             k_slot = jnp.arange(cache.max_len)  # [S]
             mask = (k_slot[None, :] <= q_slot[:, None])[None] & slot_valid[:, None, :]  # [B, T, S]
 
+        x = c.constrain(x, _ACT_BTD)
+        # Remat only matters under differentiation, i.e. the cache-free training forward.
+        remat = _remat_layer_fn(c.remat) if cache is None and c.remat != "none" else None
         for i, layer in enumerate(self.layers):
             with jax.named_scope(f"decoder_layer_{i}"):
-                x, cache = layer(x, rope, mask, cache, i)
+                if remat is not None:
+                    x = remat(layer, x, rope, mask)
+                else:
+                    x, cache = layer(x, rope, mask, cache, i)
 
         with jax.named_scope("logits"):
             x = self.norm(x)
@@ -464,6 +541,7 @@ class Qwen25VL(nnx.Module):
                 logits = jnp.einsum("BTD,VD->BTV", x, self.embed_tokens[...].astype(dtype))
             else:
                 logits = self.lm_head(x)
+            logits = c.constrain(logits, ("act_batch", "act_length", "act_vocab"))  # [B, T, V]
         if cache is not None:
             cache = dataclasses.replace(cache, valid=slot_valid, index=cache.index + t)
         return logits.astype(jnp.float32), cache

@@ -4,19 +4,24 @@ Everything here runs on the host before the compiled model sees the arrays:
 
 - `preprocess_image`: PIL image -> pixel patches in the order of HF `Qwen2VLImageProcessor`
   (each 2x2 spatial-merge group contiguous), CLIP mean/std, the frame duplicated along
-  `temporal_patch_size` as HF does for still images.
-- `vision_patch_positions` / `vision_window_ids`: static per-grid tables the vision tower
-  needs (2D rotary positions, window-attention groups), in the same patch order.
+  `temporal_patch_size` as HF does for still images. Two resize modes, chosen explicitly:
+  * fixed square (`image_size=`): every image becomes image_size x image_size, so a batch
+    has one static grid and compiles once (the tiny CPU policy);
+  * dynamic resolution (`min_pixels=, max_pixels=`): `smart_resize` exactly as HF's
+    processor, aspect ratio kept, each image its own grid (real checkpoints; encode with
+    `Qwen25VL.encode_images_varlen`).
+- `vision_patch_positions` / `vision_window_ids` / `vision_patch_tables`: static per-grid
+  tables the vision tower needs (2D rotary positions, window-attention groups, which image
+  a patch belongs to), in the same patch order.
 - `mrope_positions`: the decoder's (t, h, w) positions of one token chunk, as HF
   `Qwen2_5_VLModel.get_rope_index` computes them, but composable across chunks.
-
-HF resizes with `smart_resize` (aspect-preserving, pixel budget); we resize every image to a
-fixed square so a batch compiles once. Feed HF an image already resized to that square and
-the patches are identical.
+- `check_image_tokens`: image placeholders vs image feature rows, raised on the host
+  (compiled code cannot raise on values).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -42,21 +47,96 @@ def patchify(image_chw: np.ndarray, patch_size: int = 14, merge_size: int = 2,
     return x.reshape(gh * gw, c * temporal_patch_size * patch_size * patch_size), gh, gw
 
 
-def preprocess_image(image, image_size: int, patch_size: int = 14, merge_size: int = 2,
+# HF `Qwen2VLImageProcessor` defaults (size shortest_edge / longest_edge). The released
+# Qwen2.5-VL checkpoints' preprocessor_config.json raises max_pixels to 12845056.
+HF_MIN_PIXELS = 56 * 56
+HF_MAX_PIXELS = 28 * 28 * 1280
+
+
+def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = HF_MIN_PIXELS,
+                 max_pixels: int = HF_MAX_PIXELS) -> tuple[int, int]:
+    """(height, width) an image is resized to, exactly as HF `smart_resize` (transformers 5):
+    both multiples of `factor`, aspect ratio kept as closely as possible, and the pixel
+    count brought inside [min_pixels, max_pixels] when rounding alone leaves it outside
+    (HF's float arithmetic and Python's round-half-to-even included).
+
+    Raises ValueError, as HF does, when the aspect ratio exceeds 200; also (where HF would
+    divide by zero or return a zero side) for a non-positive side or a zero result."""
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size must be positive, got height={height} width={width}")
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"absolute aspect ratio must be smaller than 200, got "
+                         f"{max(height, width) / min(height, width)} ({height}x{width})")
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    if h_bar <= 0 or w_bar <= 0:
+        raise ValueError(f"smart_resize of {height}x{width} gave {h_bar}x{w_bar} "
+                         f"(min_pixels={min_pixels}, max_pixels={max_pixels})")
+    return h_bar, w_bar
+
+
+def to_rgb(image):
+    """PIL image -> RGB PIL image; transparency is composited onto white, as HF's
+    `convert_to_rgb` does (a plain `convert("RGB")` would keep the hidden colours)."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim in (2, 3):
+            image = Image.fromarray(image)
+        else:
+            raise ValueError(f"expected a PIL image or a uint8 [H, W(, C)] array, got "
+                             f"{type(image).__name__}")
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def preprocess_image(image, image_size: int | None = None, *, min_pixels: int | None = None,
+                     max_pixels: int | None = None, patch_size: int = 14, merge_size: int = 2,
                      temporal_patch_size: int = 2) -> tuple[np.ndarray, tuple[int, int, int]]:
     """PIL image -> (patches float32 [P, 3*tp*p*p], grid_thw (1, gh, gw)) in patch units.
 
-    The image is converted to RGB and resized (bicubic, like HF) to image_size x image_size,
-    which must be a multiple of patch_size * merge_size (28)."""
+    Exactly one mode:
+    - `image_size` (fixed square): resized (bicubic) to image_size x image_size, a multiple
+      of patch_size * merge_size (28). HF gives the same patches for an image already
+      resized to that square.
+    - `min_pixels` and `max_pixels` (dynamic resolution): resized (bicubic) to
+      `smart_resize(h, w, 28, min_pixels, max_pixels)`; patches and grid equal HF
+      `Qwen2VLImageProcessorPil(min_pixels=..., max_pixels=...)` bit for bit.
+    The image is converted to RGB as HF does (alpha composited onto white), rescaled by
+    1/255 in float64 then cast to float32, and normalised with the CLIP mean/std in
+    float32: HF's exact arithmetic."""
     from PIL import Image
 
     factor = patch_size * merge_size
-    if image_size % factor:
-        raise ValueError(f"image_size {image_size} is not a multiple of {factor}")
-    image = image.convert("RGB")
-    if image.size != (image_size, image_size):
-        image = image.resize((image_size, image_size), Image.Resampling.BICUBIC)
-    x = np.asarray(image, np.float32) * np.float32(1 / 255)  # [H, W, 3]
+    dynamic = min_pixels is not None or max_pixels is not None
+    if (image_size is not None) == dynamic or (dynamic and None in (min_pixels, max_pixels)):
+        raise ValueError("preprocess_image: pass image_size (fixed square) or both min_pixels and "
+                         f"max_pixels (dynamic resolution); got image_size={image_size}, "
+                         f"min_pixels={min_pixels}, max_pixels={max_pixels}")
+    image = to_rgb(image)
+    if dynamic:
+        if not 0 < min_pixels <= max_pixels:
+            raise ValueError(f"need 0 < min_pixels <= max_pixels, got min_pixels={min_pixels}, "
+                             f"max_pixels={max_pixels}")
+        size_hw = smart_resize(image.height, image.width, factor, min_pixels, max_pixels)
+    else:
+        if image_size <= 0 or image_size % factor:
+            raise ValueError(f"image_size {image_size} is not a positive multiple of {factor}")
+        size_hw = (image_size, image_size)
+    if (image.height, image.width) != size_hw:  # PIL's resize to the same size is a copy
+        image = image.resize(size_hw[::-1], Image.Resampling.BICUBIC)
+    x = (np.asarray(image, np.float64) * (1 / 255)).astype(np.float32)  # [H, W, 3]
     x = (x - np.asarray(CLIP_MEAN, np.float32)) / np.asarray(CLIP_STD, np.float32)
     patches, gh, gw = patchify(x.transpose(2, 0, 1), patch_size, merge_size, temporal_patch_size)
     return np.ascontiguousarray(patches, np.float32), (1, gh, gw)
@@ -83,6 +163,72 @@ def vision_window_ids(grid_h: int, grid_w: int, *, window_size: int, patch_size:
     rc = vision_patch_positions(grid_h, grid_w, merge_size) // merge_size  # merged (row, col)
     windows_w = -(-(grid_w // merge_size) // per_side)
     return ((rc[:, 0] // per_side) * windows_w + rc[:, 1] // per_side).astype(np.int32)
+
+
+def check_grids(grids: Sequence[Sequence[int]], merge_size: int = 2
+                ) -> tuple[tuple[int, int, int], ...]:
+    """Validates image patch grids (t, gh, gw) (HF image_grid_thw) and returns them as a
+    tuple of int triples (hashable: usable as a static jit argument)."""
+    out = []
+    for i, g in enumerate(grids):
+        g = tuple(int(v) for v in g)
+        if len(g) != 3:
+            raise ValueError(f"image grid {i} is {g}, expected (t, h, w)")
+        t, gh, gw = g
+        if t != 1:
+            raise ValueError(f"image grid {i} is {g}: only still images (t=1) are supported, "
+                             "not video")
+        if gh <= 0 or gw <= 0 or gh % merge_size or gw % merge_size:
+            raise ValueError(f"image grid {i} is {g}: h and w must be positive multiples of "
+                             f"merge_size {merge_size}")
+        out.append(g)
+    if not out:
+        raise ValueError("no image grids given")
+    return tuple(out)
+
+
+def merged_grid(grid_thw: Sequence[int], merge_size: int = 2) -> tuple[int, int, int]:
+    """Patch grid (t, gh, gw) -> the decoder's merged grid (t, gh/m, gw/m), as
+    `mrope_positions` takes it; t*gh*gw/m^2 image placeholder tokens."""
+    t, gh, gw = (int(v) for v in grid_thw)
+    return t, gh // merge_size, gw // merge_size
+
+
+def vision_patch_tables(grids: Sequence[Sequence[int]], *, window_size: int, patch_size: int = 14,
+                        merge_size: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Static tables of several images' patches concatenated in HF order:
+    (row, col) int32 [P, 2], image index int32 [P], window id int32 [P].
+
+    Positions restart at (0, 0) for each image; window ids are unique across images, so
+    "same window" implies "same image" (HF's cu_window_seqlens never cross images either)."""
+    pos, img, win = [], [], []
+    n_windows = 0
+    for i, (_, gh, gw) in enumerate(check_grids(grids, merge_size)):
+        pos.append(vision_patch_positions(gh, gw, merge_size))
+        img.append(np.full(gh * gw, i, np.int32))
+        w = vision_window_ids(gh, gw, window_size=window_size, patch_size=patch_size,
+                              merge_size=merge_size)
+        win.append(w + n_windows)
+        n_windows += int(w.max()) + 1
+    return (np.concatenate(pos).astype(np.int32), np.concatenate(img).astype(np.int32),
+            np.concatenate(win).astype(np.int32))
+
+
+def check_image_tokens(tokens: Sequence[int] | np.ndarray, n_features: int, *,
+                       image_pad_id: int) -> int:
+    """Raises ValueError unless `tokens` holds exactly `n_features` image placeholder
+    tokens; returns that count.
+
+    Enforced on the host: jitted code cannot raise on values, and the compiled merge
+    (`qwen2_5_vl.merge_image_embeds`) pads or reuses feature rows instead of failing.
+    Callers check each sequence (or chunk) against the rows its images encode to
+    (`sum(t*h*w) / merge_size**2` over its grids) before the compiled call;
+    `Qwen25VL.__call__` also checks when called eagerly."""
+    n_tokens = int(np.count_nonzero(np.asarray(tokens) == image_pad_id))
+    if n_tokens != int(n_features):
+        raise ValueError(f"{n_tokens} image placeholder tokens but {int(n_features)} image "
+                         "feature rows")
+    return n_tokens
 
 
 def mrope_positions(tokens: Sequence[int] | np.ndarray, image_grids: Sequence[tuple[int, int, int]],

@@ -20,17 +20,18 @@ from vista_jax.rl import losses
 from vista_jax.rollout import Episode, Sampler, run_episodes
 
 
-def make_rl_loss(rl_cfg, temperature: float = 1.0) -> Callable:
+def make_rl_loss(rl_cfg, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
+                 ) -> Callable:
     """The learner's loss on a packed RL batch (see train_step.py for the layout).
 
-    `temperature` must be the rollout's sampling temperature: the policy being optimised is
-    the tempered one the sampler drew from (whose log-probs are `old_logprobs`), so the
-    importance ratio is 1 on policy at any temperature."""
+    `temperature`, `top_k`, `top_p` must be the rollout's sampling controls: the policy
+    being optimised is the tempered, truncated one the sampler drew from (whose log-probs
+    are `old_logprobs`), so the importance ratio is 1 on policy."""
     policy_loss = losses.get_policy_loss(rl_cfg.policy_loss)
     kl_coef = float(rl_cfg.kl_coef)
 
     def loss(logits, batch):
-        logp = losses.token_logprobs(logits, batch["tokens"], temperature)
+        logp = losses.token_logprobs(logits, batch["tokens"], temperature, top_k, top_p)
         mask = batch["loss_mask"]
         per_tok, clipped = policy_loss(logp, batch["old_logprobs"], batch["advantages"][:, None],
                                        clip_eps_low=rl_cfg.clip_eps, clip_eps_high=rl_cfg.clip_eps)
@@ -45,7 +46,7 @@ def make_rl_loss(rl_cfg, temperature: float = 1.0) -> Callable:
             clip_fraction=jnp.sum(clipped * mask),
             approx_kl_old=jnp.sum((batch["old_logprobs"] - logp) * mask),
             logprob_abs_diff=jnp.sum(jnp.abs(batch["old_logprobs"] - logp) * mask),
-            entropy=jnp.sum(losses.token_entropy(logits, temperature) * mask),
+            entropy=jnp.sum(losses.token_entropy(logits, temperature, top_k, top_p) * mask),
         )
         return total, denom, metrics
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import jax
 import jax.numpy as jnp
+
+from vista_jax import sampling
 
 _POLICY_LOSSES: dict[str, Callable] = {}
 
@@ -27,17 +28,19 @@ def get_policy_loss(name: str) -> Callable:
     return _POLICY_LOSSES[name]
 
 
-def token_logprobs(logits, tokens, temperature: float = 1.0):
+def token_logprobs(logits, tokens, temperature: float = 1.0, top_k: int = 0,
+                   top_p: float = 1.0):
     """log p(tokens[:, t] | < t) for t ≥ 1 from logits [B, T, V]; position 0 gets 0.
-    Returns [B, T] float32."""
-    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32) / temperature, axis=-1)
+    Returns [B, T] float32. p is the sampler's distribution (`sampling.truncated_log_softmax`:
+    tempered, then top-k / top-p truncated and renormalised; off by default)."""
+    logp = sampling.truncated_log_softmax(logits[:, :-1], temperature, top_k, top_p)
     picked = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]  # [B, T-1]
     return jnp.pad(picked, ((0, 0), (1, 0)))
 
 
-def token_entropy(logits, temperature: float = 1.0):
+def token_entropy(logits, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
     """Entropy of the next-token distribution, aligned like token_logprobs. [B, T]."""
-    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32) / temperature, axis=-1)
+    logp = sampling.truncated_log_softmax(logits[:, :-1], temperature, top_k, top_p)
     ent = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
     return jnp.pad(ent, ((0, 0), (1, 0)))
 

@@ -99,13 +99,14 @@ def make_train_step(graphdef: nnx.GraphDef, rest: nnx.State, loss_fn: LossFn,
 
 
 def make_logprob_fn(graphdef: nnx.GraphDef, rest: nnx.State, grid_hw: tuple[int, int],
-                    temperature: float = 1.0):
+                    temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
     """Jitted token log-probs [B, L] of a policy on a packed batch (reference / diagnostics)."""
     from vista_jax.rl.losses import token_logprobs
 
     def fn(params, batch):
         model = nnx.merge(graphdef, params, rest)
-        return token_logprobs(policy_logits(model, batch, grid_hw), batch["tokens"], temperature)
+        return token_logprobs(policy_logits(model, batch, grid_hw), batch["tokens"], temperature,
+                              top_k, top_p)
 
     return jax.jit(fn)
 
