@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if jax.device_count() != args.devices:
         raise SystemExit(f"have {jax.device_count()} devices, asked for {args.devices}")
     checked = config.copy_and_resolve_references()
-    checked.tokenizer.path = ""  # the estimate needs shapes, not the checkpoint on this machine
+    checked.model.checkpoint = ""  # the estimate needs shapes (the preset), not the checkpoint
     config_lib.validate(checked)
     result = estimate(config, phase=args.phase, upper_bound=not args.skip_upper_bound,
                       tolerance=args.tolerance)

@@ -1,13 +1,14 @@
 """Qwen2.5-VL-3B-Instruct on 8-GPU hosts (H200 141 GB / H100 80 GB), one or many hosts.
 
 Overrides configs/tiny_cpu.py (big_vision style); every changed field says why. Set
-`tokenizer.path` to a local copy of the HF checkpoint (config.json, safetensors shards,
-tokenizer files); the job stops at start, naming config.tokenizer.path, until it exists.
+`model.checkpoint` to a local copy of the HF checkpoint (config.json, safetensors shards,
+tokenizer files): the policy starts from its weights, with its tokenizer and chat template;
+the job stops at start, naming config.model.checkpoint, until it exists.
 
 One host, 8 GPUs:
 
     vista-train --config configs/qwen2_5_vl_3b_gpu.py \\
-        --config.tokenizer.path=/data/Qwen2.5-VL-3B-Instruct
+        --config.model.checkpoint=/data/Qwen2.5-VL-3B-Instruct
 
 N hosts (the same command on every host, pointing at host 0; mesh data=-1 takes the hosts,
 so keep rl.prompts_per_step * group_size / (updates_per_rollout * micro_batches) a multiple
@@ -15,7 +16,7 @@ of data * fsdp, e.g. --config.rl.prompts_per_step=$((32 * N))):
 
     JAX_COORDINATOR_ADDRESS=10.0.0.1:1234 JAX_NUM_PROCESSES=$N JAX_PROCESS_ID=$i \\
     vista-train --config configs/qwen2_5_vl_3b_gpu.py \\
-        --config.tokenizer.path=/data/Qwen2.5-VL-3B-Instruct --config.rl.prompts_per_step=$((32 * N))
+        --config.model.checkpoint=/data/Qwen2.5-VL-3B-Instruct --config.rl.prompts_per_step=$((32 * N))
 
 Check the per-GPU memory before renting the machines (CPU only, no allocation):
 
@@ -36,7 +37,7 @@ def get_config():
 
     # --- policy: the released checkpoint, bf16 compute on fp32 master weights ------------
     c.model.preset = "qwen2_5_vl_3b"  # Qwen2.5-VL-3B-Instruct shapes (36 layers, D 2048, tied head)
-    c.tokenizer.path = "/path/to/Qwen2.5-VL-3B-Instruct"  # local HF checkpoint dir: SET THIS
+    c.model.checkpoint = "/path/to/Qwen2.5-VL-3B-Instruct"  # local HF checkpoint dir (weights + tokenizer): SET THIS
     c.model.dtype = "bfloat16"  # matmuls and activations in bf16 (norms, softmax, logits f32)
     c.model.param_dtype = "float32"  # fp32 master weights and Adam moments
     c.model.remat = "full"  # keep only layer inputs; recompute each layer in the backward pass

@@ -5,13 +5,13 @@ that JAX sees as 32 devices, on 8 hosts of 4 chips, 95 GiB HBM per chip. Other s
 fsdp * tensor = 32 or change mesh.shape; data = -1 takes whatever is left.
 
 Overrides configs/qwen2_5_vl_7b_gpu.py (itself the 3B GPU config on the 7B preset). Copy the
-HF checkpoint to every host (or a shared disk) and set `tokenizer.path`; the job stops at
-start, naming config.tokenizer.path, until it exists. Run the same command on all workers;
+HF checkpoint to every host (or a shared disk) and set `model.checkpoint`; the job stops at
+start, naming config.model.checkpoint, until it exists. Run the same command on all workers;
 `distributed.auto_detect` lets jax.distributed find the slice's coordinator and ids:
 
     gcloud compute tpus tpu-vm ssh $TPU --zone=$ZONE --worker=all --command="\\
         cd vista-jax && vista-train --config configs/qwen2_5_vl_7b_tpu.py \\
-        --config.tokenizer.path=/data/Qwen2.5-VL-7B-Instruct"
+        --config.model.checkpoint=/data/Qwen2.5-VL-7B-Instruct"
 
 Check the per-chip memory on a CPU first (no allocation):
 

@@ -44,10 +44,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.reward.expression_timeout_s = 2.0  # sympy equivalence check of expression answers, in a worker process
 
     c.tokenizer = ml_collections.ConfigDict()
-    c.tokenizer.path = ""  # HF tokenizer dir; "" trains a BPE on the expert trajectories (cached in the run dir)
+    c.tokenizer.path = ""  # HF tokenizer dir; "" = model.checkpoint's, or (no checkpoint) train a BPE on the expert trajectories (cached in the run dir)
     c.tokenizer.vocab_size = 1024  # BPE vocabulary size, including special tokens
 
     c.model = ml_collections.ConfigDict()
+    c.model.checkpoint = ""  # local HF Qwen2.5-VL checkpoint dir: the policy starts from its weights, its config.json fixes the sizes
     c.model.preset = ""  # "" = the sizes below; qwen2_5_vl_3b | qwen2_5_vl_7b = that checkpoint's shapes (size fields ignored)
     c.model.embed_dim = 128  # decoder hidden size
     c.model.num_layers = 4  # decoder layers

@@ -31,6 +31,12 @@ def _load(name: str, *overrides: str):
                             *overrides])
 
 
+def _ckpt(path) -> str:
+    """A directory validation accepts as an HF checkpoint (it only looks for config.json)."""
+    (path / "config.json").write_text("{}")
+    return str(path)
+
+
 @pytest.mark.parametrize("name", sorted(REAL))
 def test_real_config_validates_and_carries_its_values(name, tmp_path):
     from vista_jax import pipeline
@@ -38,9 +44,9 @@ def test_real_config_validates_and_carries_its_values(name, tmp_path):
     preset, per_host, layers, width = REAL[name]
     cfg = _load(name)
     # The checkpoint path is a placeholder until the user sets it: validation names the key.
-    with pytest.raises(config_lib.ConfigError, match=r"config\.tokenizer\.path="):
+    with pytest.raises(config_lib.ConfigError, match=r"config\.model\.checkpoint="):
         config_lib.validate(cfg)
-    cfg = _load(name, f"--config.tokenizer.path={tmp_path}")
+    cfg = _load(name, f"--config.model.checkpoint={_ckpt(tmp_path)}")
     config_lib.validate(cfg)
 
     assert cfg.model.preset == preset and cfg.name == name[:-3]
@@ -78,7 +84,7 @@ def test_preset_validation_and_tokenizer_size():
     from vista_jax import pipeline
 
     assert set(config_lib.MODEL_PRESET_NAMES) == {""} | set(pipeline.MODEL_PRESETS)
-    cfg = _load("qwen2_5_vl_7b_gpu.py", "--config.tokenizer.path=")
+    cfg = _load("qwen2_5_vl_7b_gpu.py", "--config.model.checkpoint=")
     cfg.model.preset = "qwen2_5_vl_70b"
     with pytest.raises(config_lib.ConfigError, match=r"config\.model\.preset='qwen2_5_vl_70b'"):
         config_lib.validate(cfg)
@@ -98,7 +104,7 @@ def test_preset_validation_and_tokenizer_size():
     ("distributed.num_processes", "2", "coordinator_address"),
 ])
 def test_scale_fields_validation_names_the_key(key, value, needle, tmp_path):
-    cfg = _load("qwen2_5_vl_3b_gpu.py", f"--config.tokenizer.path={tmp_path}",
+    cfg = _load("qwen2_5_vl_3b_gpu.py", f"--config.model.checkpoint={_ckpt(tmp_path)}",
                 f"--config.{key}={value}")
     with pytest.raises(config_lib.ConfigError, match=needle):
         config_lib.validate(cfg)

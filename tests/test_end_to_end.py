@@ -92,3 +92,31 @@ def test_main_job_writes_every_artifact(tmp_path):
     phases = {json.loads(line)["phase"] for line in
               (tmp_path / "e2e_rl" / "metrics.jsonl").read_text().splitlines()}
     assert phases == {"rl", "eval"}
+
+
+@pytest.mark.slow
+def test_main_job_starts_from_an_hf_checkpoint(tmp_path):
+    """`--config.model.checkpoint=DIR`: weights, sizes and tokenizer (Qwen2.5-VL format,
+    protocol tags added, chat template checked) come from a local HF directory, and the job
+    runs through SFT, GRPO and evaluation on them."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "models"))
+    from test_pretrained_policy import _checkpoint
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    _checkpoint(ckpt, vocab=448)
+    overrides = dict(OVERRIDES, **{"sft.steps": 2, "sft.validate_every": 2, "rl.steps": 1,
+                                   "rl.kl_coef": 0.0, "eval.num_tasks": 4})
+    overrides.pop("tokenizer.vocab_size")
+    cmd = [sys.executable, "-m", "vista_jax.cli", "--config",
+           os.path.join(ROOT, "configs", "tiny_cpu.py"), "--config.name=hf",
+           f"--config.run_root={tmp_path}", f"--config.model.checkpoint={ckpt}"]
+    cmd += [f"--config.{k}={v}" for k, v in overrides.items()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    log = proc.stdout + proc.stderr
+    assert f"tensors from {ckpt}" in log and "added ['<think>'" in log
+    summary = json.loads((tmp_path / "hf" / "summary.json").read_text())
+    assert not list(_finite_numbers(summary))
+    assert set(summary["results"]) == {"base", "sft", "grpo"}
+    assert not (tmp_path / "hf" / "tokenizer").exists()  # the checkpoint's, not a trained BPE

@@ -110,7 +110,11 @@ def _check_scale(config: ml_collections.ConfigDict, check) -> None:
     buckets, gradient accumulation and the multi-host fields."""
     check("model.preset", lambda v: v in MODEL_PRESET_NAMES, f"one of {MODEL_PRESET_NAMES}")
     check("tokenizer.path", lambda v: not v or os.path.isdir(v),
-          "must be empty (train a BPE) or an existing local HF checkpoint / tokenizer directory")
+          "must be empty (the checkpoint's, or train a BPE) or an existing local HF tokenizer "
+          "directory")
+    check("model.checkpoint", lambda v: not v or os.path.isfile(os.path.join(v, "config.json")),
+          "must be empty (random init) or a local HF Qwen2.5-VL checkpoint directory "
+          "(config.json, safetensors, tokenizer files)")
     check("rollout.train_buckets", lambda v: max(v) >= config.env.trajectory_tokens,
           "the largest must hold env.trajectory_tokens (a full trajectory is one training row)")
     integer = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1  # noqa: E731

@@ -90,6 +90,39 @@ def model_config_from(config: ml_collections.ConfigDict, tok: tok_lib.VistaToken
         vision_num_heads=m.vision_num_heads, vision_mlp_dim=m.vision_mlp_dim, **common)
 
 
+def build_policy(config: ml_collections.ConfigDict, tok: tok_lib.VistaTokenizer, mesh,
+                 rules: sharding.Rules) -> tuple[Qwen25VL, ModelConfig]:
+    """The policy, each param in its NamedSharding on `mesh`: random init from
+    `model_config_from`, or with `model.checkpoint` the HF checkpoint's weights streamed
+    into their shardings (its config.json fixes the sizes; dtypes, remat and rules still
+    come from config). Checks that the checkpoint agrees with the tokenizer (its
+    `<|image_pad|>` id, enough embedding rows) and with `model.preset` if one is set."""
+    m = config.model
+    if not m.checkpoint:
+        model_cfg = model_config_from(config, tok)
+        return sharding.create_sharded_model(
+            lambda: Qwen25VL(model_cfg, rngs=nnx.Rngs(config.seed)), mesh, rules), model_cfg
+    from vista_jax.models.hf_checkpoint import load_hf_checkpoint, read_hf_config
+
+    cfg = read_hf_config(m.checkpoint)  # checked before any weight is read
+    where = f"config.model.checkpoint={m.checkpoint!r}"
+    if cfg.image_pad_id != tok.image_pad_id:
+        raise ValueError(f"{where}: image_token_id {cfg.image_pad_id} but the tokenizer's "
+                         f"<|image_pad|> is {tok.image_pad_id}")
+    if cfg.vocab_size < tok.vocab_size:
+        raise ValueError(f"{where}: {cfg.vocab_size} embedding rows for {tok.vocab_size} "
+                         "tokens (with the added protocol tags)")
+    if m.preset:
+        base = MODEL_PRESETS[m.preset]()
+        for name in ("num_layers", "embed_dim", "num_heads", "num_kv_heads", "mlp_dim",
+                     "vocab_size", "vision_num_layers"):
+            if getattr(base, name) != getattr(cfg, name):
+                raise ValueError(f"{where}: {name}={getattr(cfg, name)} but config.model.preset="
+                                 f"{m.preset!r} has {getattr(base, name)}")
+    return load_hf_checkpoint(m.checkpoint, mesh, rules, dtype=m.dtype, param_dtype=m.param_dtype,
+                              remat=m.remat, sharding_rules=rules)
+
+
 def conversation_row(tok: tok_lib.VistaTokenizer, sampler: Sampler, messages) -> dict[str, Any]:
     """An expert conversation as a training row (tokens, positions, loss mask, which tokens
     are copied from the context (`sft.copied_mask`), patches)."""
@@ -206,10 +239,12 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
         t = time.perf_counter()
         grid = config.model.image_size // 14
         tokens_per_image = (grid // 2) ** 2
-        if config.tokenizer.path:
-            from transformers import AutoTokenizer
-            tok = tok_lib.VistaTokenizer(AutoTokenizer.from_pretrained(config.tokenizer.path),
-                                         tokens_per_image)
+        tok_path = config.tokenizer.path or config.model.checkpoint
+        if tok_path:  # a released checkpoint's tokenizer (protocol tags added, template checked)
+            tok = tok_lib.load_pretrained_tokenizer(tok_path, tokens_per_image)
+            if tok.added_tags:
+                log.info("tokenizer %s: added %s as tokens %s", tok_path, list(tok.added_tags),
+                         [tok.special_ids[t] for t in tok.added_tags])
         else:
             # With sft.init_from, the restored policy's tokenizer (never retrained).
             tok_dir = os.path.join(config.sft.init_from or run_dir, "tokenizer")
@@ -227,9 +262,7 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
         mesh = sharding.make_mesh(tuple(config.mesh.shape))
         stack.enter_context(jax.set_mesh(mesh))
         rules = sharding.rules_from_config(config)  # params, batch and (via model_cfg) activations
-        model_cfg = model_config_from(config, tok)
-        model = sharding.create_sharded_model(
-            lambda: Qwen25VL(model_cfg, rngs=nnx.Rngs(config.seed)), mesh, rules)
+        model, model_cfg = build_policy(config, tok, mesh, rules)
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         del model
         log.info("mesh %s\n%s", dict(mesh.shape), param_table(params))

@@ -3,7 +3,9 @@
 Two kinds of tokenizer sit behind one interface (`VistaTokenizer`):
 - a byte-level BPE trained with the `tokenizers` library on the task text at the first run
   of a config (cached under the run dir), for the tiny CPU policy; and
-- later, the tokenizer of a real Qwen2.5-VL checkpoint (same special-token names).
+- the tokenizer of a released Qwen2.5-VL checkpoint (`load_pretrained_tokenizer`: its ChatML,
+  vision and `<tool_call>` tokens, plus the protocol tags it lacks as added tokens; its chat
+  template checked to render conversations exactly as ours).
 
 The chat template is Qwen's ChatML with the protocol tags as single special tokens:
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -81,6 +84,8 @@ class VistaTokenizer:
         self.image_pad_id = ids[IMAGE_PAD]
         # The sampler ends an assistant turn at any of these tokens (inclusive).
         self.stop_ids = (ids[protocol.TOOL_CALL_END], ids[protocol.ANSWER_END], ids[IM_END], ids[EOS])
+        self.added_tags: tuple[str, ...] = ()  # protocol tags added to a checkpoint's tokenizer
+        self.chat_template: str | None = None  # a checkpoint's jinja template, when it has one
 
     @property
     def vocab_size(self) -> int:
@@ -201,6 +206,48 @@ class VistaTokenizer:
             segments.append(self.render_observation(pending))
         return Segment.concat(segments)
 
+    # --- the checkpoint's chat template -------------------------------------------------
+
+    def chat_template_ids(self, messages: Sequence[dict[str, Any]],
+                          add_generation_prompt: bool = False) -> np.ndarray:
+        """Token ids of `messages` rendered by `self.chat_template` (a checkpoint's jinja
+        template), each image expanded to `image_tokens_per_image` pads as the HF
+        processor does. Tool messages become user turns (see `load_pretrained_tokenizer`)."""
+        if self.chat_template is None:
+            raise ValueError("this tokenizer has no chat template")
+        qwen = []
+        for m in messages:
+            parts = [{"type": "image"} for _ in m.get("images") or ()]
+            role = "user" if m["role"] == "tool" else m["role"]
+            qwen.append({"role": role, "content": parts + [{"type": "text", "text": m["content"]}]
+                         if parts else m["content"]})
+        text = self.hf.apply_chat_template(qwen, chat_template=self.chat_template, tokenize=False,
+                                           add_generation_prompt=add_generation_prompt)
+        text = text.replace(IMAGE_PAD, IMAGE_PAD * self.image_tokens_per_image)
+        return np.asarray(self.encode(text), np.int32)
+
+    def check_chat_template(self) -> None:
+        """ValueError unless a probe conversation renders as `self.chat_template` does."""
+        probe = [
+            {"role": "system", "content": "You answer questions about images with tools."},
+            {"role": "user", "content": "Which bar is tallest?", "images": [None]},
+            {"role": "assistant", "content": protocol.render_assistant_turn(
+                "read the chart", tool_call=protocol.ToolCall("chart_to_table", {"image": "image_0"}))},
+            {"role": "tool", "content": protocol.TOOL_RESPONSE_START + '{"rows": [["A", 3]]}'
+             + protocol.TOOL_RESPONSE_END, "images": [None]},
+            {"role": "assistant", "content": protocol.ANSWER_START + "A" + protocol.ANSWER_END},
+        ]
+        ours = np.concatenate([self.render_conversation(probe).ids, self.encode(IM_END + "\n")])
+        theirs = self.chat_template_ids(probe)
+        if len(ours) == len(theirs) and (ours == theirs).all():
+            return
+        at = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b),
+                  min(len(ours), len(theirs)))
+        raise ValueError(
+            "the checkpoint's chat template renders conversations differently from vista-jax's "
+            f"ChatML renderer, from token {at}: ours …{self.decode(ours[max(at - 8, 0):at + 8])!r} "
+            f"vs template …{self.decode(theirs[max(at - 8, 0):at + 8])!r}")
+
 
 # --- training the tiny BPE ---------------------------------------------------------------
 
@@ -251,3 +298,64 @@ def load_or_train_tokenizer(cache_dir: str | os.PathLike, texts_fn, vocab_size: 
         )
         hf.save_pretrained(cache_dir)
     return VistaTokenizer(hf, image_tokens_per_image)
+
+
+# --- a released checkpoint's tokenizer ----------------------------------------------------
+
+PROTOCOL_TAGS = (protocol.THINK_START, protocol.THINK_END, protocol.TOOL_CALL_START,
+                 protocol.TOOL_CALL_END, protocol.TOOL_RESPONSE_START, protocol.TOOL_RESPONSE_END,
+                 protocol.ANSWER_START, protocol.ANSWER_END)
+_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+
+
+def _chat_template(hf, path: str | os.PathLike) -> str | None:
+    """The checkpoint's chat template: the tokenizer's own, else chat_template.jinja /
+    chat_template.json beside it (where transformers' processors keep Qwen2.5-VL's)."""
+    if getattr(hf, "chat_template", None):
+        return hf.chat_template
+    for name in _TEMPLATE_FILES:
+        file = os.path.join(path, name)
+        if os.path.isfile(file):
+            with open(file, encoding="utf-8") as f:
+                text = f.read()
+            return json.loads(text)["chat_template"] if name.endswith(".json") else text
+    return None
+
+
+def load_pretrained_tokenizer(path: str | os.PathLike, image_tokens_per_image: int
+                              ) -> VistaTokenizer:
+    """The tokenizer of a local HF checkpoint directory (e.g. Qwen2.5-VL-7B-Instruct).
+
+    Its ChatML and vision tokens (`<|im_start|>`, `<|image_pad|>`, …) and Qwen's own
+    `<tool_call>`/`</tool_call>` keep their ids. The protocol tags Qwen2.5 has no token
+    for (`<think>`, `<answer>`, `<tool_response>` and their closers) are added as special
+    tokens right after its vocabulary, so each is one id the sampler can stop at; their
+    embedding rows are the checkpoint's padding rows (Qwen2.5-VL has 152,064 or 151,936
+    rows for 151,665 tokens), untrained until SFT. Recorded in `added_tags`.
+
+    When the checkpoint has a chat template, the conversation our renderer builds
+    (system, user with an image, assistant tool call, tool response with an image,
+    answer) must tokenise exactly as the template renders it, else ValueError showing
+    where they part: trajectories look to the model as the ones it was tuned on.
+    Tool results go in a user turn wrapped in `<tool_response>` (Qwen2.5's convention; the
+    VL template itself has no tool role)."""
+    from tokenizers import AddedToken
+    from transformers import AutoTokenizer
+
+    path = os.fspath(path)
+    hf = AutoTokenizer.from_pretrained(path)
+    vocab = hf.get_vocab()
+    lacking = [t for t in SPECIAL_TOKENS if t not in vocab and t not in PROTOCOL_TAGS]
+    if lacking:
+        raise ValueError(f"tokenizer in {path} lacks {lacking}: vista-jax needs a Qwen2 / "
+                         "Qwen2.5-VL style tokenizer (ChatML and vision tokens)")
+    added = [t for t in PROTOCOL_TAGS if t not in vocab]
+    if added:
+        hf.add_tokens([AddedToken(t, special=True, normalized=False) for t in added],
+                      special_tokens=True)
+    tok = VistaTokenizer(hf, image_tokens_per_image)
+    tok.added_tags = tuple(added)
+    tok.chat_template = _chat_template(hf, path)
+    if tok.chat_template is not None:
+        tok.check_chat_template()
+    return tok
