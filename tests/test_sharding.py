@@ -330,7 +330,6 @@ _SUBPROCESS = textwrap.dedent("""
     def run(model, mesh=None, rules=sharding.DEFAULT_RULES):
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         times = {}
-        cache = init_cache(cfg, B, CTX)
         b_args = (batch,)
         s_args = (p_tokens, p_pos, p_valid, p_patches)
         if mesh is not None:
@@ -338,7 +337,6 @@ _SUBPROCESS = textwrap.dedent("""
             b_args = (jax.tree.map(data, batch),)
             pos_sh = NamedSharding(mesh, PartitionSpec(None, *sharding.batch_sharding(mesh, 2, rules).spec))
             s_args = (data(p_tokens), jax.device_put(p_pos, pos_sh), data(p_valid), data(p_patches))
-            cache = jax.device_put(cache, sharding.cache_shardings(cache, mesh, rules))
         step = make_train_step(graphdef, rest, loss_fn, tx, (4, 4), micro_batches=2)
         sampler = Sampler(graphdef, rest, cfg, tok, scfg)
         with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
@@ -350,6 +348,8 @@ _SUBPROCESS = textwrap.dedent("""
                 p, opt_state, m = step(p, opt_state, *b_args)
                 losses.append(float(m["loss"]))
             times["train_s"], t0 = time.perf_counter() - t0, time.perf_counter()
+            cache = sampler.new_cache(B)  # created in its shardings under the mesh
+            new_cache_spec = str(getattr(cache.k.sharding, "spec", None))
             first, cache = sampler._prefill(params, cache, *s_args)
             out_tok, out_lp, lengths, cache, _ = sampler._decode(
                 params, cache, first, jnp.asarray(starts, jnp.int32), jnp.asarray(active),
@@ -361,7 +361,8 @@ _SUBPROCESS = textwrap.dedent("""
                     first=np.asarray(first), tok=np.asarray(out_tok), lp=np.asarray(out_lp),
                     lengths=np.asarray(lengths), cache_k=np.asarray(cache.k),
                     specs={k: str(getattr(v.sharding, "spec", None))
-                           for k, v in dict(first=first, cache_k=cache.k, out_tok=out_tok).items()})
+                           for k, v in dict(first=first, cache_k=cache.k, out_tok=out_tok).items()}
+                    | {"new_cache_k": new_cache_spec})
 
     ref_model = Qwen25VL(cfg, rngs=nnx.Rngs(0))
     ref = run(ref_model)
@@ -445,6 +446,8 @@ def test_train_step_and_sampler_sharded_match_single_device(mesh_results, mesh):
         # activation constraints: logits [B, V] split over batch and vocab, cache kv heads
         assert r["specs"]["first"] == "P(('data', 'fsdp'), 'tensor')", r
         assert r["specs"]["cache_k"] == "P(None, ('data', 'fsdp'), None, 'tensor')", r
+        # Sampler.new_cache: created in the same layout (spelt with the head_dim None)
+        assert r["specs"]["new_cache_k"] == "P(None, ('data', 'fsdp'), None, 'tensor', None)", r
     if mesh == "(1, 1, 8)":
         assert r["gate_shard"] == [128, 48]  # mlp 384 over 8 tensor devices
         assert r["specs"]["q_proj"] == "P('fsdp', None, None)", r  # 4 heads: replicated

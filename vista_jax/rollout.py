@@ -23,6 +23,7 @@ exactly the log-probs the sampler saw.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -362,6 +363,21 @@ class Sampler:
                 patches[b, k] = p
         return (tokens, positions, valid, patches), row_pos, row_patches, next_starts
 
+    def new_cache(self, rows: int) -> KVCache:
+        """An empty KV cache for `rows` rows of max_context slots. Under `jax.set_mesh` it is
+        created directly in its shardings (rows over data/fsdp, kv heads over tensor: a
+        7B's 16K-slot cache for a rollout batch never sits whole on one device)."""
+        make = functools.partial(init_cache, self.model_config, rows, self.config.max_context)
+        mesh = jax.sharding.get_mesh()
+        if mesh.empty or mesh.size == 1:
+            return make()
+        from vista_jax import sharding
+
+        shardings = sharding.cache_shardings(jax.eval_shape(make), mesh,
+                                             self.model_config.sharding_rules or
+                                             sharding.DEFAULT_RULES)
+        return jax.jit(make, out_shardings=shardings)()
+
     def compilations(self) -> int:
         """Number of compiled variants of the sampler's jitted functions (for tests)."""
         return sum(f._cache_size() for f in (self._encode, self._prefill, self._decode_loop))
@@ -402,7 +418,7 @@ def run_episodes(sampler: Sampler, params, vec_env, tasks: Sequence[Any], *, rng
                                                             cfg.prompt_buckets)
     for b, seg in enumerate(prompts):
         rows[b].add(seg.ids, row_pos[b], seg.loss_mask, np.zeros(len(seg.ids)), row_pats[b])
-    cache = init_cache(sampler.model_config, r, cfg.max_context)
+    cache = sampler.new_cache(r)
     logits, cache = sampler._prefill(params, cache, *arrays)
     used = arrays[0].shape[1]
 
