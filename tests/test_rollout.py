@@ -155,3 +155,19 @@ def test_observation_that_cannot_fit_ends_its_episode(setup):
     for e in eps:
         assert e.num_turns == 1 and e.truncated
         assert "tool_response" not in tok.decode(e.tokens)
+
+
+def test_image_placeholders_must_match_the_images_features(setup):
+    """A chunk whose image pads do not match its images' feature rows is refused on the
+    host, naming both counts (the compiled merge would silently pad or reuse features)."""
+    tok, *_, sampler = setup
+    from PIL import Image
+
+    image = Image.new("RGB", (40, 30), "white")
+    good = tok.render_prompt([{"role": "user", "content": "hi", "images": [image]}])
+    sampler.build_chunk([good], np.zeros(1, np.int64), (32, 64))  # 4 pads, 4 features: fine
+    ids = good.ids[good.ids != tok.image_pad_id]  # the pads dropped, the image kept
+    bad = tok_lib.Segment(ids, np.zeros(len(ids), np.int32), [image])
+    with pytest.raises(ValueError, match=r"row 0: 0 image placeholder tokens but 4 image "
+                                         r"feature rows \(1 image\(s\) of 4 tokens each\)"):
+        sampler.build_chunk([bad], np.zeros(1, np.int64), (32, 64))

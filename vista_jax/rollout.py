@@ -37,6 +37,7 @@ from vista_jax import sampling
 from vista_jax import tokenizer as tok_lib
 from vista_jax.models import KVCache, init_cache, mrope_positions, preprocess_image
 from vista_jax.models.qwen2_5_vl import apply_rotary, mrope_cos_sin
+from vista_jax.models.vision import check_image_tokens
 
 
 @dataclasses.dataclass(frozen=True)
@@ -347,6 +348,12 @@ class Sampler:
             if len(seg.images) > m:
                 raise ValueError(f"chunk carries {len(seg.images)} images; "
                                  f"rollout.max_images_per_chunk is {m}")
+            try:  # the compiled merge cannot raise: placeholders and features checked here
+                check_image_tokens(seg.ids, len(seg.images) * grid[1] * grid[2],
+                                   image_pad_id=self.tok.image_pad_id)
+            except ValueError as e:
+                raise ValueError(f"row {b}: {e} ({len(seg.images)} image(s) of "
+                                 f"{grid[1] * grid[2]} tokens each)") from None
             pos, next_starts[b] = mrope_positions(seg.ids, [grid] * len(seg.images), int(starts[b]),
                                                   image_pad_id=self.tok.image_pad_id)
             tokens[b, :n], valid[b, :n], positions[:, b, :n] = seg.ids, True, pos
