@@ -30,14 +30,14 @@ What each side does per run:
 Figures are wall-clock and the CPU may be shared: rerun, and compare only on one machine.
 
 Where our time goes (tiny, 2 cores, P=64 N=128, 2 devices): B=16 prefill ~20 ms + decode
-~0.54 ms/step; B=64 prefill ~85 ms + decode ~1.7 ms/step. At B=64 the work is matmul-bound
+~0.53 ms/step; B=64 prefill ~60 ms + decode ~1.7 ms/step. At B=64 the work is matmul-bound
 on both sides: 2 x 0.92 M params x B x (P + N) is ~23 GFLOP per call, so the 4x target
-(~37k tokens/s against HF's ~9.4k) needs ~100 GFLOP/s sustained, while XLA:CPU reaches
-~40 GFLOP/s on [64, 128] x [128, 384] matmuls and ~170 on large square ones on these 2
-cores; ours runs at ~65 GFLOP/s, HF at ~25. Left on the table: the prefill computes logits
-at every position and attends over all cache slots (both in `Qwen25VL.__call__`; HF keeps
-only the last position's logits); attention reads fp32 KV buffers (~1 ms per step at B=64
-on one device).
+(~40k tokens/s against HF's ~10k) needs ~100 GFLOP/s sustained, while XLA:CPU reaches
+~40 GFLOP/s on a lone [64, 128] x [128, 384] matmul and ~170 on large square ones on these
+2 cores; ours runs at ~65-80 GFLOP/s, HF at ~25-30. The prefill computes logits at the
+last position of each row only (`logits_at`). Left on the table: the prefill attends over
+all cache slots, and attention reads fp32 KV buffers (~1 ms per step at B=64 on one
+device).
 """
 
 from __future__ import annotations

@@ -151,13 +151,7 @@ def _decode_step(model, tokens, positions, slot, buf):
                 vs[i], jnp.swapaxes(v, 1, 2).astype(vs[i].dtype), (0, 0, slot, 0))
             x = x + attn.o_proj(_attend(q, kts[i], vs[i], ok))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
-    with jax.named_scope("logits"):
-        x = model.norm(x)
-        if model.lm_head is None:
-            logits = jnp.einsum("BTD,VD->BTV", x, model.embed_tokens[...].astype(dtype))
-        else:
-            logits = model.lm_head(x)
-    return logits[:, 0].astype(jnp.float32), (tuple(kts), tuple(vs), ok)
+    return model.logits(x)[:, 0], (tuple(kts), tuple(vs), ok)
 
 
 def decode_phases(max_new_tokens: int, step: int = 32, max_phases: int = 8
@@ -208,9 +202,9 @@ class Sampler:
         emb = model.encode_images(patches.reshape((r * m,) + patches.shape[2:]),
                                   grid_hw=(self.grid, self.grid))
         emb = emb.reshape(r, m * emb.shape[1], emb.shape[2])  # [R, M*P/4, D]
-        logits, cache = model(tokens, positions, valid, cache, image_embeds=emb)
         last = jnp.maximum(jnp.sum(valid, axis=1) - 1, 0)  # rows are left-aligned in the chunk
-        return jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0], cache  # [R, V]
+        logits, cache = model(tokens, positions, valid, cache, image_embeds=emb, logits_at=last)
+        return logits[:, 0], cache  # [R, V]
 
     def decode(self, params, cache: KVCache, first_logits, starts, active, rng,
                temperature=1.0, *, greedy: bool = False,

@@ -345,3 +345,20 @@ def test_logits_match_hf_qwen2_5_vl():
                       jnp.ones((1, len(ids)), bool), None,
                       image_embeds=jnp.asarray(emb.reshape(1, -1, cfg.embed_dim)))
     np.testing.assert_allclose(np.asarray(logits), hf_logits, atol=5e-5, rtol=1e-5)
+
+
+def test_logits_at_gathers_one_position_per_row(model):
+    """`logits_at` (the prefill's one position per row) equals the full logits there, with
+    and without a cache."""
+    rng = np.random.default_rng(3)
+    tokens = jnp.asarray(rng.integers(3, 200, (3, 9)), jnp.int32)
+    positions = jnp.broadcast_to(jnp.arange(9, dtype=jnp.int32), (3, 3, 9))
+    valid = jnp.ones((3, 9), bool)
+    at = jnp.asarray([8, 0, 4], jnp.int32)
+    full, _ = model(tokens, positions, valid)
+    some, _ = model(tokens, positions, valid, logits_at=at)
+    assert some.shape == (3, 1, full.shape[-1])
+    np.testing.assert_allclose(some[:, 0], full[jnp.arange(3), at], atol=1e-6)
+    cached, cache = model(tokens, positions, valid, init_cache(model.config, 3, 16), logits_at=at)
+    np.testing.assert_allclose(cached[:, 0], full[jnp.arange(3), at], atol=1e-5)
+    assert int(cache.index) == 9

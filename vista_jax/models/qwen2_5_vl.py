@@ -485,13 +485,15 @@ class Qwen25VL(nnx.Module):
             return self.visual.encode(pixel_patches[None], grids)[0]
 
     def __call__(self, tokens: jax.Array, positions: jax.Array, valid: jax.Array,
-                 cache: KVCache | None = None, image_embeds: jax.Array | None = None
-                 ) -> tuple[jax.Array, KVCache | None]:
+                 cache: KVCache | None = None, image_embeds: jax.Array | None = None,
+                 logits_at: jax.Array | None = None) -> tuple[jax.Array, KVCache | None]:
         """tokens int [B, T], positions int [3, B, T] (M-RoPE t/h/w), valid bool [B, T],
         optional slot cache, optional image embeddings [B, M, D] for the image placeholders
         (row b's features in placeholder order, e.g. `encode_images_varlen` output padded
         to M; called eagerly, a row with more placeholders than M raises). Returns logits
-        float32 [B, T, V] and the advanced cache (None without one).
+        float32 [B, T, V] and the advanced cache (None without one); with `logits_at` int
+        [B], only the logits at those positions, [B, 1, V] (a prefill needs one per row:
+        at T = 4K and a 152K vocab the full logits are 2.5 GB per row).
 
         Without a cache: causal attention over the T tokens, padding keys masked. With one:
         the tokens are written at slots [index, index + T) and attend to every earlier or
@@ -535,13 +537,22 @@ class Qwen25VL(nnx.Module):
                 else:
                     x, cache = layer(x, rope, mask, cache, i)
 
+        if logits_at is not None:
+            x = jnp.take_along_axis(x, logits_at[:, None, None].astype(jnp.int32), axis=1)
+        logits = self.logits(x)
+        if cache is not None:
+            cache = dataclasses.replace(cache, valid=slot_valid, index=cache.index + t)
+        return logits, cache
+
+    def logits(self, x: jax.Array) -> jax.Array:
+        """Final norm and LM head (tied to the embedding or not): hidden [B, T, D] ->
+        float32 logits [B, T, V]."""
         with jax.named_scope("logits"):
             x = self.norm(x)
             if self.lm_head is None:
-                logits = jnp.einsum("BTD,VD->BTV", x, self.embed_tokens[...].astype(dtype))
+                logits = jnp.einsum("BTD,VD->BTV", x,
+                                    self.embed_tokens[...].astype(jnp.dtype(self.config.dtype)))
             else:
                 logits = self.lm_head(x)
-            logits = c.constrain(logits, ("act_batch", "act_length", "act_vocab"))  # [B, T, V]
-        if cache is not None:
-            cache = dataclasses.replace(cache, valid=slot_valid, index=cache.index + t)
-        return logits.astype(jnp.float32), cache
+            logits = self.config.constrain(logits, ("act_batch", "act_length", "act_vocab"))
+        return logits.astype(jnp.float32)
