@@ -103,8 +103,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.rl.group_size = 8  # samples per task (G)
     c.rl.learning_rate = 5e-5  # constant learning rate after warmup
     c.rl.warmup_steps = 5  # linear warmup steps
-    c.rl.clip_eps = 0.2  # PPO ratio clip (both sides)
-    c.rl.kl_coef = 0.0  # weight of k3 KL to the frozen SFT policy; 0 skips the reference pass
+    c.rl.clip_eps_low = 0.2  # ratio clip below: 1 - clip_eps_low
+    c.rl.clip_eps_high = 0.2  # ratio clip above: 1 + clip_eps_high (DAPO's clip-higher: 0.28)
+    c.rl.dual_clip = 0.0  # dual-clip bound c > 1 on negative-advantage tokens' loss (-c·A); 0 = off
+    c.rl.kl_coef = 0.0  # weight of the KL to the frozen SFT policy; 0 skips the reference pass
+    c.rl.kl_estimator = "k3"  # per-token KL estimator: k1 (logp - ref) | k3 (Schulman's, ≥ 0)
     c.rl.updates_per_rollout = 1  # optimizer steps per rollout batch (minibatches)
     c.rl.micro_batches = 1  # sequential slices of each minibatch (exact gradient accumulation)
     c.rl.max_grad_norm = 1.0  # global gradient clip

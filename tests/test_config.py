@@ -47,6 +47,8 @@ def test_bad_override_names_the_key(flag, needle):
     ("rl.group_size", 1), ("model.image_size", 50), ("model.mrope_section", (4, 4, 4)),
     ("rl.algorithm", "reinforce"), ("sft.batch_size", 0), ("mesh.shape", (-1, -1, 1)),
     ("sft.copy_weight", 0.5), ("sft.copy_balance", -1.0), ("sft.init_from", "/no/such/run"),
+    ("rl.clip_eps_low", 1.0), ("rl.clip_eps_high", -0.1), ("rl.dual_clip", 0.9),
+    ("rl.kl_estimator", "k2"),
 ])
 def test_validation_names_the_bad_key(key, value):
     cfg = tiny()

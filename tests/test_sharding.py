@@ -306,7 +306,8 @@ _SUBPROCESS = textwrap.dedent("""
                  patches=rng.normal(size=(B, 1, 16, cfg.patch_dim)).astype(np.float32),
                  old_logprobs=-rng.uniform(4.0, 6.0, (B, L)).astype(np.float32),
                  advantages=rng.normal(size=B).astype(np.float32))
-    rl_cfg = ml_collections.ConfigDict(dict(policy_loss="ppo_clip", kl_coef=0.0, clip_eps=0.2,
+    rl_cfg = ml_collections.ConfigDict(dict(policy_loss="ppo_clip", kl_coef=0.0, clip_eps_low=0.2,
+                                            clip_eps_high=0.2, dual_clip=0.0, kl_estimator="k3",
                                             loss_agg="token-mean"))
     loss_fn = learner.make_rl_loss(rl_cfg, temperature=0.7)
     # Adam gives an element whose gradient nearly cancels over the batch an O(lr) step

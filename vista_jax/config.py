@@ -66,6 +66,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     check("model.image_size", lambda v: v % 28 == 0, "must be a multiple of 28 (2x2 merge of 14 px)")
     check("rl.group_size", lambda v: v >= 2, "GRPO needs at least 2 samples per group")
     check("rl.algorithm", lambda v: v in ("grpo", "dr_grpo"), "one of grpo | dr_grpo")
+    check("rl.clip_eps_low", lambda v: 0 <= v < 1, "must be in [0, 1)")
+    check("rl.clip_eps_high", lambda v: v >= 0, "must be ≥ 0")
+    check("rl.dual_clip", lambda v: v == 0 or v > 1, "must be 0 (off) or > 1")
+    check("rl.kl_estimator", lambda v: v in ("k1", "k3"), "one of k1 | k3")
     check("rl.loss_agg", lambda v: v in ("token-mean", "seq-mean-token-mean",
                                          "seq-mean-token-sum-norm"), "unknown aggregation")
     check("env.system_prompt_style", lambda v: v in ("minimal", "compact", "full"),

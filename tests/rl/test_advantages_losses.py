@@ -64,3 +64,28 @@ def test_kl_k3_is_zero_at_equality_and_positive_otherwise():
     a = jnp.array([-1.0, -2.0])
     np.testing.assert_allclose(L.kl_k3(a, a), 0.0, atol=1e-7)
     assert float(L.kl_k3(a, a + 0.3).min()) > 0
+
+
+def test_clip_higher_and_dual_clip_hand_computed():
+    ppo = L.get_policy_loss("ppo_clip")
+    logp = jnp.log(jnp.array([[1.5, 0.5, 5.0, 5.0]]))  # ratios against old_logp = 0
+    old = jnp.zeros((1, 4))
+    adv = jnp.array([[1.0, -1.0, -1.0, 1.0]])
+    # clip-higher: 1.5 -> 1.28 above, 0.5 -> 0.8 below (A < 0: -min(-0.5, -0.8) = 0.8)
+    loss, clipped = ppo(logp, old, adv, clip_eps_low=0.2, clip_eps_high=0.28)
+    np.testing.assert_allclose(loss, [[-1.28, 0.8, 5.0, -1.28]], atol=1e-5)
+    np.testing.assert_allclose(clipped, [[1, 1, 0, 1]])
+    # dual clip c = 3: a bad token with ratio 5 costs -max(min(-5, -1.2), -3) = 3, not 5;
+    # positive advantages are untouched
+    loss, clipped = ppo(logp, old, adv, clip_eps_low=0.2, clip_eps_high=0.28, dual_clip=3.0)
+    np.testing.assert_allclose(loss, [[-1.28, 0.8, 3.0, -1.28]], atol=1e-5)
+    np.testing.assert_allclose(clipped, [[1, 1, 1, 1]])
+    with pytest.raises(ValueError, match="dual_clip=0.5"):
+        ppo(logp, old, adv, clip_eps_low=0.2, clip_eps_high=0.2, dual_clip=0.5)
+
+
+def test_kl_estimators_hand_computed():
+    logp, ref = jnp.array([-1.0, -2.0]), jnp.array([-1.5, -1.0])
+    np.testing.assert_allclose(L.KL_ESTIMATORS["k1"](logp, ref), [0.5, -1.0], atol=1e-6)
+    r = np.array([-0.5, 1.0])  # ref - logp
+    np.testing.assert_allclose(L.KL_ESTIMATORS["k3"](logp, ref), np.exp(r) - r - 1, atol=1e-6)

@@ -40,7 +40,8 @@ def batch(b=4, t=24, seed=0, rl=False):
 
 
 class RL:
-    policy_loss, clip_eps, kl_coef = "ppo_clip", 0.2, 0.0
+    policy_loss, clip_eps_low, clip_eps_high, dual_clip, kl_coef = "ppo_clip", 0.2, 0.2, 0.0, 0.0
+    kl_estimator = "k3"
     loss_agg = "seq-mean-token-mean"
 
 

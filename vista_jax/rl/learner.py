@@ -29,15 +29,18 @@ def make_rl_loss(rl_cfg, temperature: float = 1.0, top_k: int = 0, top_p: float 
     are `old_logprobs`), so the importance ratio is 1 on policy."""
     policy_loss = losses.get_policy_loss(rl_cfg.policy_loss)
     kl_coef = float(rl_cfg.kl_coef)
+    kl_estimator = losses.KL_ESTIMATORS[rl_cfg.kl_estimator]
 
     def loss(logits, batch):
         logp = losses.token_logprobs(logits, batch["tokens"], temperature, top_k, top_p)
         mask = batch["loss_mask"]
         per_tok, clipped = policy_loss(logp, batch["old_logprobs"], batch["advantages"][:, None],
-                                       clip_eps_low=rl_cfg.clip_eps, clip_eps_high=rl_cfg.clip_eps)
+                                       clip_eps_low=rl_cfg.clip_eps_low,
+                                       clip_eps_high=rl_cfg.clip_eps_high,
+                                       dual_clip=float(rl_cfg.dual_clip))
         metrics = {}
         if kl_coef > 0:
-            kl = losses.kl_k3(logp, batch["ref_logprobs"])
+            kl = kl_estimator(logp, batch["ref_logprobs"])
             per_tok = per_tok + kl_coef * kl
             metrics["kl_ref"] = jnp.sum(kl * mask)
         total, denom = losses.aggregate(per_tok, mask, rl_cfg.loss_agg)

@@ -66,17 +66,40 @@ def aggregate(per_token, mask, mode: str, norm_len: int | None = None):
 
 
 @register_policy_loss("ppo_clip")
-def ppo_clip_loss(logp, old_logp, advantages, *, clip_eps_low: float, clip_eps_high: float):
+def ppo_clip_loss(logp, old_logp, advantages, *, clip_eps_low: float, clip_eps_high: float,
+                  dual_clip: float = 0.0):
     """Token-level clipped surrogate, -min(ρA, clip(ρ, 1-ε_low, 1+ε_high)A), per token [B, T].
-    Also returns the clipped indicator for the clip-fraction metric."""
+
+    ε_high > ε_low is DAPO's clip-higher (low-probability tokens may grow further).
+    `dual_clip` = c > 1 (Ye et al., 2020) also bounds the loss of negative-advantage tokens
+    by -cA, so a huge ratio on a bad token cannot dominate the step; 0 = off. Returns the
+    per-token loss and an indicator of tokens whose clipped term was taken (either bound),
+    for the clip-fraction metric."""
     ratio = jnp.exp(logp - old_logp)
     unclipped = ratio * advantages
     clipped = jnp.clip(ratio, 1.0 - clip_eps_low, 1.0 + clip_eps_high) * advantages
-    loss = -jnp.minimum(unclipped, clipped)
-    return loss, (clipped < unclipped).astype(jnp.float32)
+    surrogate = jnp.minimum(unclipped, clipped)
+    was_clipped = clipped < unclipped
+    if dual_clip:
+        if dual_clip <= 1.0:
+            raise ValueError(f"dual_clip={dual_clip}: must be > 1 (or 0 = off)")
+        bound = dual_clip * advantages
+        dual = (advantages < 0) & (surrogate < bound)
+        surrogate = jnp.where(dual, bound, surrogate)
+        was_clipped = was_clipped | dual
+    return -surrogate, was_clipped.astype(jnp.float32)
+
+
+def kl_k1(logp, ref_logp):
+    """The plain estimator of KL(π‖π_ref) per token: logp - ref (unbiased, can be negative)."""
+    return logp - ref_logp
 
 
 def kl_k3(logp, ref_logp):
-    """Schulman's k3 estimator of KL(π‖π_ref) per token: exp(r) - r - 1 with r = ref - logp."""
+    """Schulman's k3 estimator of KL(π‖π_ref) per token: exp(r) - r - 1 with r = ref - logp
+    (unbiased, never negative, lower variance)."""
     r = ref_logp - logp
     return jnp.exp(r) - r - 1.0
+
+
+KL_ESTIMATORS = {"k1": kl_k1, "k3": kl_k3}
