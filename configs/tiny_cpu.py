@@ -81,7 +81,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.sft = ml_collections.ConfigDict()
     c.sft.num_trajectories = 1024  # expert trajectories generated (then filtered to verified)
-    c.sft.steps = 600  # optimizer steps
+    c.sft.steps = 900  # optimizer steps (600 ends right at the label-copy transition: README, docs/design.md)
     c.sft.batch_size = 16  # sequences per step
     c.sft.micro_batches = 1  # sequential slices of a step's batch (exact gradient accumulation); divides batch_size
     c.sft.seq_len = 256  # packed length; longer trajectories are dropped and counted
@@ -90,7 +90,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.sft.weight_decay = 0.0  # AdamW weight decay
     c.sft.copy_weight = 20.0  # loss weight of assistant tokens copied from the question/tool responses (1 = plain NLL)
     c.sft.copy_balance = 0.5  # copied ids weigh copy_weight * (mean count / their count) ** this (0 = all equal)
-    c.sft.validate_every = 200  # greedy val-split accuracy every this many steps; best is kept (0 = off)
+    c.sft.validate_every = 150  # greedy val-split accuracy every this many steps; best is kept (0 = off)
     c.sft.validate_tasks = 32  # val-split tasks per validation
     c.sft.init_from = ""  # run dir whose SFT checkpoint and tokenizer replace this SFT phase ("" = train)
 
@@ -105,6 +105,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.rl.warmup_steps = 5  # linear warmup steps
     c.rl.clip_eps_low = 0.2  # ratio clip below: 1 - clip_eps_low
     c.rl.clip_eps_high = 0.2  # ratio clip above: 1 + clip_eps_high (DAPO's clip-higher: 0.28)
+    c.rl.overlong_buffer = 0  # DAPO overlong shaping: last this many tokens before overlong_max_tokens ramp the reward down; 0 = off
+    c.rl.overlong_max_tokens = 512  # generated tokens per episode at which the shaping reaches -overlong_penalty
+    c.rl.overlong_penalty = 1.0  # size of the full overlong penalty
     c.rl.dual_clip = 0.0  # dual-clip bound c > 1 on negative-advantage tokens' loss (-c·A); 0 = off
     c.rl.kl_coef = 0.0  # weight of the KL to the frozen SFT policy; 0 skips the reference pass
     c.rl.kl_estimator = "k3"  # per-token KL estimator: k1 (logp - ref) | k3 (Schulman's, ≥ 0)
