@@ -48,7 +48,7 @@ def test_bad_override_names_the_key(flag, needle):
     ("rl.algorithm", "reinforce"), ("sft.batch_size", 0), ("mesh.shape", (-1, -1, 1)),
     ("sft.copy_weight", 0.5), ("sft.copy_balance", -1.0), ("sft.init_from", "/no/such/run"),
     ("rl.clip_eps_low", 1.0), ("rl.clip_eps_high", -0.1), ("rl.dual_clip", 0.9),
-    ("rl.kl_estimator", "k2"),
+    ("rl.kl_estimator", "k2"), ("rl.overlong_buffer", 600),
 ])
 def test_validation_names_the_bad_key(key, value):
     cfg = tiny()

@@ -69,6 +69,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     check("rl.clip_eps_low", lambda v: 0 <= v < 1, "must be in [0, 1)")
     check("rl.clip_eps_high", lambda v: v >= 0, "must be ≥ 0")
     check("rl.dual_clip", lambda v: v == 0 or v > 1, "must be 0 (off) or > 1")
+    check("rl.overlong_buffer", lambda v: 0 <= v <= config.rl.overlong_max_tokens,
+          "must be in [0, rl.overlong_max_tokens] (0 = off)")
+    check("rl.overlong_penalty", lambda v: v >= 0, "must be ≥ 0")
     check("rl.kl_estimator", lambda v: v in ("k1", "k3"), "one of k1 | k3")
     check("rl.loss_agg", lambda v: v in ("token-mean", "seq-mean-token-mean",
                                          "seq-mean-token-sum-norm"), "unknown aggregation")

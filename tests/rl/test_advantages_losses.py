@@ -89,3 +89,12 @@ def test_kl_estimators_hand_computed():
     np.testing.assert_allclose(L.KL_ESTIMATORS["k1"](logp, ref), [0.5, -1.0], atol=1e-6)
     r = np.array([-0.5, 1.0])  # ref - logp
     np.testing.assert_allclose(L.KL_ESTIMATORS["k3"](logp, ref), np.exp(r) - r - 1, atol=1e-6)
+
+
+def test_overlong_penalty_hand_computed():
+    # max 100, buffer 20: no penalty to 80 tokens, linear to -1 at 100, -1 beyond; factor 0.5
+    pen = A.overlong_penalty([10, 80, 90, 100, 130], max_tokens=100, buffer=20, factor=0.5)
+    np.testing.assert_allclose(pen, [0, 0, -0.25, -0.5, -0.5], atol=1e-6)
+    np.testing.assert_array_equal(A.overlong_penalty([500], 100, 0), [0.0])  # off
+    with pytest.raises(ValueError, match="buffer 200"):
+        A.overlong_penalty([1], 100, 200)

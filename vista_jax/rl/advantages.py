@@ -56,3 +56,19 @@ def informative_group_fraction(rewards, groups) -> float:
     groups = np.asarray(groups)
     uniq = np.unique(groups)
     return float(np.mean([std[groups == g][0] > 1e-9 for g in uniq])) if len(uniq) else 0.0
+
+
+def overlong_penalty(lengths, max_tokens: int, buffer: int, factor: float = 1.0) -> np.ndarray:
+    """DAPO's soft overlong punishment, added to each episode's reward before advantages.
+
+    lengths: generated (policy) tokens per episode. 0 up to `max_tokens - buffer`, then a
+    linear ramp to -factor at `max_tokens`, and -factor beyond it:
+        R = factor * min(0, max(-1, (max_tokens - buffer - L) / buffer)).
+    `buffer` = 0 turns it off (all zeros)."""
+    lengths = np.asarray(lengths, np.float64)
+    if buffer <= 0:
+        return np.zeros(lengths.shape, np.float32)
+    if not 0 < buffer <= max_tokens:
+        raise ValueError(f"overlong buffer {buffer} must be in (0, max_tokens={max_tokens}]")
+    ramp = (max_tokens - buffer - lengths) / buffer
+    return (factor * np.clip(ramp, -1.0, 0.0)).astype(np.float32)

@@ -6,6 +6,7 @@ policy loss and aggregation chosen from `config.rl`; this loop is shared.
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -67,6 +68,12 @@ def rl_step(*, sampler: Sampler, params, opt_state, train_step, vec_env, tasks: 
     episodes, stats = run_episodes(sampler, params, vec_env, rows, rng=rng,
                                    temperature=float(rollout_cfg.temperature))
     rewards = np.array([e.reward for e in episodes], np.float32)
+    # DAPO's overlong shaping (off with rl.overlong_buffer = 0): counted on generated tokens.
+    overlong = adv_lib.overlong_penalty([e.loss_mask.sum() for e in episodes],
+                                        int(rl_cfg.overlong_max_tokens),
+                                        int(rl_cfg.overlong_buffer),
+                                        float(rl_cfg.overlong_penalty))
+    rewards = rewards + overlong
     groups = np.arange(len(rows)) // g
     advantages = adv_lib.get_advantage(rl_cfg.algorithm)(rewards, groups)
     t1 = time.perf_counter()
@@ -88,6 +95,7 @@ def rl_step(*, sampler: Sampler, params, opt_state, train_step, vec_env, tasks: 
     metrics.update(episode_metrics(episodes))
     metrics.update(
         informative_groups=adv_lib.informative_group_fraction(rewards, groups),
+        **{"reward/overlong": float(overlong.mean())},
         advantage_abs_mean=float(np.abs(advantages).mean()),
         rollout_s=t1 - t0, update_s=t2 - t1, tools_s=stats["tools_s"],
         decode_tokens_per_s=stats["decode_tokens_per_s"],
@@ -100,7 +108,18 @@ def episode_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
     for key in ("correct", "format", "repetition"):
         comps[f"reward/{key}"] = float(np.mean([e.reward_components.get(key, 0.0) for e in episodes]))
     calls = sum(e.num_tool_calls for e in episodes)
+    # Per episode: calls of each tool, and turns ending in each error code (E1 protocol
+    # codes, tool-server codes), from the env's log record.
+    by_tool: dict[str, int] = collections.Counter()
+    by_error: dict[str, int] = collections.Counter()
+    for e in episodes:
+        for turn in (e.trajectory or {}).get("turns", ()):
+            if turn.get("tool_call"):
+                by_tool[f"tool_calls/{turn['tool_call']['name']}"] += 1
+            if turn.get("error"):
+                by_error[f"errors/{turn['error']}"] += 1
     return {
+        **{k: v / len(episodes) for k, v in sorted({**by_tool, **by_error}.items())},
         "reward": float(np.mean([e.reward for e in episodes])),
         "accuracy": float(np.mean([e.correct for e in episodes])),
         "turns": float(np.mean([e.num_turns for e in episodes])),
