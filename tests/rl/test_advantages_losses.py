@@ -98,3 +98,41 @@ def test_overlong_penalty_hand_computed():
     np.testing.assert_array_equal(A.overlong_penalty([500], 100, 0), [0.0])  # off
     with pytest.raises(ValueError, match="buffer 200"):
         A.overlong_penalty([1], 100, 200)
+
+
+def test_gae_hand_computed_with_observation_gaps():
+    # One row: generated tokens at 0, 1 (turn 1) and 4, 5 (turn 2); 2, 3 are a tool response.
+    values = np.array([[0.2, 0.4, 9.0, 9.0, 0.5, 0.8]])
+    mask = np.array([[1, 1, 0, 0, 1, 1]])
+    rewards = np.zeros((1, 6))
+    rewards[0, 5] = 1.0  # terminal reward on the last generated token
+    adv, ret = A.gae(values, rewards, mask, gamma=1.0, lam=1.0)
+    np.testing.assert_allclose(adv, [[0.8, 0.6, 0, 0, 0.5, 0.2]], atol=1e-6)  # R - V_t
+    np.testing.assert_allclose(ret, [[1.0, 1.0, 0, 0, 1.0, 1.0]], atol=1e-6)
+    # λ = 0: one-step TD over the generated chain (the observation values 9.0 are skipped)
+    adv, _ = A.gae(values, rewards, mask, gamma=1.0, lam=0.0)
+    np.testing.assert_allclose(adv, [[0.2, 0.1, 0, 0, 0.3, 0.2]], atol=1e-6)
+    # γ = 0.5, λ = 0.5: δ = [0.0, -0.15, ·, ·, -0.1, 0.2]; A_5 = 0.2, A_4 = -0.1 + 0.25*0.2,
+    # A_1 = -0.15 + 0.25*A_4, A_0 = 0.0 + 0.25*A_1
+    adv, _ = A.gae(values, rewards, mask, gamma=0.5, lam=0.5)
+    a4 = -0.1 + 0.25 * 0.2
+    a1 = -0.15 + 0.25 * a4
+    np.testing.assert_allclose(adv, [[0.25 * a1, a1, 0, 0, a4, 0.2]], atol=1e-6)
+
+
+def test_clipped_value_loss_hand_computed():
+    v = jnp.array([1.0, 1.0, 0.0])
+    old = jnp.array([0.5, 0.9, 0.0])
+    ret = jnp.array([0.0, 2.0, 1.0])
+    # token 0: unclipped (1-0)² = 1, clipped V = 0.7 -> 0.49; max 1 -> 0.5
+    # token 1: unclipped 1, clipped V = 1.0 (within ±0.2 of 0.9) -> 1; -> 0.5
+    # token 2: unclipped 1, clipped 0 -> 1; -> 0.5
+    np.testing.assert_allclose(L.clipped_value_loss(v, old, ret, 0.2), [0.5, 0.5, 0.5])
+    # where the clip binds from the other side: V moved away from R beyond ε
+    v2, old2, ret2 = jnp.array([0.0]), jnp.array([1.0]), jnp.array([1.2])
+    # unclipped (0-1.2)² = 1.44, clipped V = 0.8 -> 0.16; max = 1.44 -> 0.72
+    np.testing.assert_allclose(L.clipped_value_loss(v2, old2, ret2, 0.2), [0.72], atol=1e-6)
+    v3, old3, ret3 = jnp.array([2.0]), jnp.array([1.0]), jnp.array([1.9])
+    # unclipped 0.01, clipped V = 1.2 -> 0.49: the clip makes it worse -> 0.245
+    np.testing.assert_allclose(L.clipped_value_loss(v3, old3, ret3, 0.2), [0.245], atol=1e-6)
+    np.testing.assert_allclose(L.clipped_value_loss(v3, old3, ret3, 0.0), [0.005], atol=1e-6)

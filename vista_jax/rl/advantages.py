@@ -72,3 +72,33 @@ def overlong_penalty(lengths, max_tokens: int, buffer: int, factor: float = 1.0)
         raise ValueError(f"overlong buffer {buffer} must be in (0, max_tokens={max_tokens}]")
     ramp = (max_tokens - buffer - lengths) / buffer
     return (factor * np.clip(ramp, -1.0, 0.0)).astype(np.float32)
+
+
+def gae(values, rewards, mask, gamma: float = 1.0, lam: float = 1.0
+        ) -> tuple[np.ndarray, np.ndarray]:
+    """Token-level generalised advantage estimation (PPO), per row over its generated tokens.
+
+    values, rewards, mask: [B, T]; mask is 1 on the tokens the policy generated. In a
+    multi-turn episode those come in runs separated by observations (tool responses); the
+    value chain skips the observations: the "next" state of a generated token is the next
+    generated token of its row, and the value after the row's last generated token is 0
+    (the episode ended; the terminal reward sits on that token). With
+        δ_t = r_t + γ V_next - V_t,    A_t = δ_t + γ λ A_next,
+    returns (advantages, value targets A + V), both 0 where mask is 0. λ = γ = 1 gives
+    A_t = R - V_t for a terminal reward R."""
+    values = np.asarray(values, np.float64)
+    rewards = np.asarray(rewards, np.float64)
+    mask = np.asarray(mask) > 0
+    b, t = values.shape
+    adv = np.zeros((b, t))
+    next_value = np.zeros(b)
+    next_adv = np.zeros(b)
+    for i in range(t - 1, -1, -1):
+        m = mask[:, i]
+        delta = rewards[:, i] + gamma * next_value - values[:, i]
+        a = delta + gamma * lam * next_adv
+        adv[:, i] = np.where(m, a, 0.0)
+        next_value = np.where(m, values[:, i], next_value)
+        next_adv = np.where(m, a, next_adv)
+    returns = np.where(mask, adv + values, 0.0)
+    return adv.astype(np.float32), returns.astype(np.float32)
