@@ -45,7 +45,7 @@ def get_config():
 
     # --- devices: per host 4-way FSDP x 2-way tensor over NVLink; data parallel across hosts
     # Tensor 2 halves each GPU's [heads, T, T] attention scores and [T, vocab] logits: with
-    # fsdp 8 the 16K-token step needs ~166 GiB per GPU, with (4, 2) ~94 GiB
+    # fsdp 8 the 16K-token step needs ~170 GiB per GPU, with (4, 2) ~94 GiB
     # (benchmarks/compile_memory.py).
     c.mesh.shape = (-1, 4, 2)  # (data, fsdp, tensor): data = number of hosts
 

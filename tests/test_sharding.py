@@ -352,9 +352,9 @@ _SUBPROCESS = textwrap.dedent("""
             cache = sampler.new_cache(B)  # created in its shardings under the mesh
             new_cache_spec = str(getattr(cache.k.sharding, "spec", None))
             first, cache = sampler._prefill(params, cache, *s_args)
-            out_tok, out_lp, lengths, cache, _ = sampler._decode(
+            out_tok, out_lp, lengths, cache, _ = sampler.decode(
                 params, cache, first, jnp.asarray(starts, jnp.int32), jnp.asarray(active),
-                jax.random.key(0), jnp.float32(1.0), greedy=True)
+                jax.random.key(0), greedy=True)
             jax.block_until_ready(out_tok)
             times["sampler_s"] = time.perf_counter() - t0
         return dict(losses=losses, metrics={k: float(v) for k, v in m.items()},

@@ -108,14 +108,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_scale(config, check)
 
 
-# The names pipeline.MODEL_PRESETS maps to model configs ("" = config.model's own sizes).
-MODEL_PRESET_NAMES = ("", "qwen2_5_vl_3b", "qwen2_5_vl_7b")
-
-
 def _check_scale(config: ml_collections.ConfigDict, check) -> None:
     """Checks of the fields real-scale configs set: presets, checkpoint paths, train
     buckets, gradient accumulation and the multi-host fields."""
-    check("model.preset", lambda v: v in MODEL_PRESET_NAMES, f"one of {MODEL_PRESET_NAMES}")
+    from vista_jax.models import PRESETS
+    names = ("",) + tuple(PRESETS)  # "" = config.model's own sizes
+    check("model.preset", lambda v: v in names, f"one of {names}")
     check("tokenizer.path", lambda v: not v or os.path.isdir(v),
           "must be empty (the checkpoint's, or train a BPE) or an existing local HF tokenizer "
           "directory")

@@ -31,7 +31,7 @@ from vista_jax.env import (Budgets, RewardConfig, TaskMixture, TokenizerCounter,
 from vista_jax.env.expert import ExpertDataSource, expert_records, write_expert_dataset
 from vista_jax.env.tool_client import SyncToolClient
 from vista_jax.evaluate import evaluate
-from vista_jax.models import ModelConfig, Qwen25VL, mrope_positions, qwen2_5_vl_3b, qwen2_5_vl_7b
+from vista_jax.models import PRESETS, ModelConfig, Qwen25VL, mrope_positions
 from vista_jax.rl import learner
 from vista_jax.rl.train_step import make_logprob_fn, make_optimizer, make_train_step, sft_loss
 from vista_jax.rollout import Sampler, SamplerConfig
@@ -61,8 +61,7 @@ class MetricsLog:
         self.f.close()
 
 
-# config.model.preset names one of these (config.MODEL_PRESET_NAMES lists the same keys).
-MODEL_PRESETS = {"qwen2_5_vl_3b": qwen2_5_vl_3b, "qwen2_5_vl_7b": qwen2_5_vl_7b}
+MODEL_PRESETS = PRESETS  # config.model.preset -> a released checkpoint's ModelConfig
 
 
 def model_config_from(config: ml_collections.ConfigDict, tok: tok_lib.VistaTokenizer) -> ModelConfig:

@@ -36,7 +36,7 @@ from flax import nnx
 from vista_jax import sampling
 from vista_jax import tokenizer as tok_lib
 from vista_jax.models import KVCache, init_cache, mrope_positions, preprocess_image
-from vista_jax.models.qwen2_5_vl import apply_rotary, mrope_cos_sin
+from vista_jax.models.qwen2_5_vl import _MASK_VALUE, apply_rotary, mrope_cos_sin
 from vista_jax.models.vision import check_image_tokens
 
 
@@ -103,10 +103,6 @@ def bucket(n: int, buckets: Sequence[int]) -> int:
     raise ValueError(f"chunk of {n} tokens exceeds the largest bucket {max(buckets)}")
 
 
-# Masked attention scores: finite (a row with no visible key averages instead of NaN).
-_MASK_SCORE = -0.7 * float(np.finfo(np.float32).max)
-
-
 def _attend(q_btnh, kt, v, ok):
     """One query per row over the slots of a decode buffer, grouped KV heads.
     q [B, 1, N, H], keys transposed kt [B, K, H, C], values v [B, K, C, H], ok bool [B, C]
@@ -118,7 +114,7 @@ def _attend(q_btnh, kt, v, ok):
     kh = kt.shape[1]
     q = q_btnh.reshape(b, kh, n // kh, h)  # [B, K, G, H]
     scores = jnp.einsum("BKGH,BKHC->BKGC", q, kt.astype(q.dtype)).astype(jnp.float32)
-    scores = jnp.where(ok[:, None, None], scores * h ** -0.5, _MASK_SCORE)
+    scores = jnp.where(ok[:, None, None], scores * h ** -0.5, _MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
     out = jnp.einsum("BKGC,BKCH->BKGH", probs, v.astype(q.dtype))
     return out.reshape(b, 1, n, h)
@@ -236,8 +232,6 @@ class Sampler:
                                  jnp.float32(max(temp, 1e-6)), seqs, lens,
                                  window=min(cfg.decode_window(index), cache.max_len),
                                  greedy=temp == 0)
-
-    _decode = decode  # the name earlier callers use
 
     def _decode_impl(self, params, cache, first_logits, positions, active, rng, temperature,
                      stop_seqs, stop_lens, *, window: int, greedy: bool):

@@ -90,8 +90,6 @@ def sample(logits: jax.Array, key: jax.Array, temperature, top_k: int = 0,
     `greedy` (True: argmax, False: draw, temperature > 0) skips the runtime branch."""
     temperature = jnp.asarray(temperature, jnp.float32)
 
-    greedy_ = greedy
-
     def argmax_branch(_):
         return argmax(logits), jnp.zeros(logits.shape[:1], jnp.float32)
 
@@ -100,8 +98,8 @@ def sample(logits: jax.Array, key: jax.Array, temperature, top_k: int = 0,
         tok = jax.random.categorical(key, logp, axis=-1).astype(jnp.int32)
         return tok, jnp.take_along_axis(logp, tok[:, None], axis=-1)[:, 0]
 
-    if greedy_ is not None:
-        return argmax_branch(None) if greedy_ else draw(None)
+    if greedy is not None:
+        return argmax_branch(None) if greedy else draw(None)
     return jax.lax.cond(temperature > 0, draw, argmax_branch, None)
 
 

@@ -148,6 +148,10 @@ def qwen2_5_vl_7b(image_pad_id: int = 151655) -> ModelConfig:
                        image_pad_id=image_pad_id, **_QWEN2_5_VL_COMMON)
 
 
+# `config.model.preset` names one of these ("" = the config's own sizes).
+PRESETS = {"qwen2_5_vl_3b": qwen2_5_vl_3b, "qwen2_5_vl_7b": qwen2_5_vl_7b}
+
+
 # --- building blocks ------------------------------------------------------------------------
 
 
