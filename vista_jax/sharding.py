@@ -298,3 +298,32 @@ REMAT_POLICIES: dict[str, Callable | None] = {
     # elementwise ops (matmuls with batch dims, e.g. QK^T, are not saved).
     "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
+
+
+def jit_keeping_shardings(fn: Callable, num_state: int) -> Callable:
+    """`jax.jit(fn)` for an update `fn(*state, *rest) -> (*new_state, *aux)`: the first
+    `num_state` arguments are donated and come back in the shardings they came in with.
+
+    Without this, XLA's propagation picks the outputs' shardings (on a mesh it may transpose
+    a param's spec), so the second call sees other input shardings and compiles a second
+    program, the sampler recompiles for the moved params, and a run resumed from a
+    checkpoint (restored in the intended shardings) would run the first program where the
+    uninterrupted run ran the second: float sums in another order, not an exact resume.
+    The jitted function is built on the first call from its arguments' shardings (one per
+    distinct input layout)."""
+    cache: dict[Any, Callable] = {}
+
+    def jitted(args):
+        shardings = jax.tree.map(lambda x: x.sharding, args[:num_state])
+        key = (jax.tree.structure(shardings), tuple(jax.tree.leaves(shardings)))
+        if key not in cache:
+            cache[key] = jax.jit(fn, donate_argnums=tuple(range(num_state)),
+                                 out_shardings=(*shardings, None))
+        return cache[key]
+
+    def call(*args):
+        return jitted(args)(*args)
+
+    call.lower = lambda *args: jitted(args).lower(*args)  # AOT (ShapeDtypeStructs with shardings)
+    call.compilations = lambda: sum(f._cache_size() for f in cache.values())
+    return call

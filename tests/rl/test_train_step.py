@@ -7,7 +7,6 @@ import optax
 import pytest
 from flax import nnx
 
-from vista_jax import checkpoint as ckpt_lib
 from vista_jax.models import ModelConfig, Qwen25VL
 from vista_jax.rl import learner
 from vista_jax.rl.losses import token_logprobs
@@ -88,30 +87,6 @@ def test_rl_loss_on_policy_is_minus_mean_advantage_and_pushes_up_good_rows(tempe
     gain = ((after - b["old_logprobs"]) * b["loss_mask"]).sum(1) / b["loss_mask"].sum(1)
     best, worst = np.argmax(b["advantages"]), np.argmin(b["advantages"])
     assert gain[best] > 0 > gain[worst]
-
-
-def test_checkpoint_round_trip(tmp_path):
-    _, (graphdef, params, rest) = tiny_model(seed=1)
-    mngr = ckpt_lib.manager(tmp_path / "ckpt")
-    ckpt_lib.save(mngr, 7, params, extra={"phase": "sft"})
-    _, (_, other, _) = tiny_model(seed=2)
-    restored = ckpt_lib.restore_params(ckpt_lib.manager(tmp_path / "ckpt"), other)
-    for a, c in zip(jax.tree.leaves(params), jax.tree.leaves(restored)):
-        np.testing.assert_array_equal(a, c)
-
-
-def test_checkpoint_found_by_phase(tmp_path):
-    _, (_, params, _) = tiny_model(seed=1)
-    mngr = ckpt_lib.manager(tmp_path / "ckpt")
-    ckpt_lib.save(mngr, 7, params, extra={"phase": "sft"})
-    ckpt_lib.save(mngr, 9, params, extra={"phase": "grpo"})
-    assert ckpt_lib.find_step(mngr, "sft") == 7 and ckpt_lib.find_step(mngr, "grpo") == 9
-    with pytest.raises(FileNotFoundError, match="'ppo'"):
-        ckpt_lib.find_step(mngr, "ppo")
-    ckpt_lib.save(mngr, 11, params)  # no metadata (and step 7 rotates out: max_to_keep=2)
-    assert ckpt_lib.find_step(mngr, "grpo") == 9
-    with pytest.raises(FileNotFoundError, match="'sft'"):
-        ckpt_lib.find_step(mngr, "sft")
 
 
 def test_sft_loss_is_the_weighted_token_mean_and_accuracy_is_unweighted():

@@ -502,6 +502,17 @@ class Qwen25VL(nnx.Module):
         Without a cache: causal attention over the T tokens, padding keys masked. With one:
         the tokens are written at slots [index, index + T) and attend to every earlier or
         equal valid slot."""
+        x, cache = self.hidden(tokens, positions, valid, cache, image_embeds)  # [B, T, D]
+        if logits_at is not None:
+            x = jnp.take_along_axis(x, logits_at[:, None, None].astype(jnp.int32), axis=1)
+        return self.logits(x), cache
+
+    def hidden(self, tokens: jax.Array, positions: jax.Array, valid: jax.Array,
+               cache: KVCache | None = None, image_embeds: jax.Array | None = None
+               ) -> tuple[jax.Array, KVCache | None]:
+        """The decoder trunk of `__call__`: the last layer's hidden states [B, T, D] (in
+        the compute dtype, before the final norm and LM head: `logits` maps them) and the
+        advanced cache. Arguments as `__call__`; a value head reads these."""
         c = self.config
         b, t = tokens.shape
         dtype = jnp.dtype(c.dtype)
@@ -541,12 +552,9 @@ class Qwen25VL(nnx.Module):
                 else:
                     x, cache = layer(x, rope, mask, cache, i)
 
-        if logits_at is not None:
-            x = jnp.take_along_axis(x, logits_at[:, None, None].astype(jnp.int32), axis=1)
-        logits = self.logits(x)
         if cache is not None:
             cache = dataclasses.replace(cache, valid=slot_valid, index=cache.index + t)
-        return logits, cache
+        return x, cache
 
     def logits(self, x: jax.Array) -> jax.Array:
         """Final norm and LM head (tied to the embedding or not): hidden [B, T, D] ->

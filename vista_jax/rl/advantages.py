@@ -102,3 +102,46 @@ def gae(values, rewards, mask, gamma: float = 1.0, lam: float = 1.0
         next_adv = np.where(m, a, next_adv)
     returns = np.where(mask, adv + values, 0.0)
     return adv.astype(np.float32), returns.astype(np.float32)
+
+
+def informative_group_rows(rewards, groups, limit: int | None = None, tol: float = 1e-9
+                           ) -> np.ndarray:
+    """DAPO's dynamic-sampling filter: the row indices of the groups whose rewards are not
+    all equal (population std > tol; an all-equal group has zero advantage everywhere, so it
+    carries no gradient), at most the first `limit` such groups in order of first
+    appearance, rows in their original order. Returns int64 [rows kept]."""
+    rewards = np.asarray(rewards, np.float64)
+    groups = np.asarray(groups)
+    if len(groups) == 0:
+        return np.zeros(0, np.int64)
+    _, std = _group_stats(rewards, groups)
+    _, first = np.unique(groups, return_index=True)
+    ordered = groups[np.sort(first)]  # group ids in order of first appearance
+    keep = [g for g in ordered if std[groups == g][0] > tol]
+    if limit is not None:
+        keep = keep[:max(int(limit), 0)]
+    return np.flatnonzero(np.isin(groups, keep)).astype(np.int64)
+
+
+def terminal_token_rewards(rewards, mask) -> np.ndarray:
+    """Token-level rewards for GAE: each row's episode reward [B] on its last generated token
+    (the last position where mask [B, T] > 0), 0 elsewhere; a row with no generated token
+    gets none. Returns float32 [B, T]."""
+    mask = np.asarray(mask) > 0
+    rewards = np.asarray(rewards, np.float32)
+    out = np.zeros(mask.shape, np.float32)
+    has = mask.any(axis=1)
+    last = mask.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1)
+    out[np.flatnonzero(has), last[has]] = rewards[has]
+    return out
+
+
+def whiten(advantages, mask, eps: float = 1e-8) -> np.ndarray:
+    """Advantage whitening over a batch's generated tokens: (A - mean) / (std + eps), mean and
+    population std over the positions where mask > 0; 0 elsewhere. float32, shape of A."""
+    a = np.asarray(advantages, np.float64)
+    m = np.asarray(mask) > 0
+    if not m.any():
+        return np.zeros(a.shape, np.float32)
+    mean, std = a[m].mean(), a[m].std()
+    return np.where(m, (a - mean) / (std + eps), 0.0).astype(np.float32)

@@ -45,12 +45,14 @@ def token_entropy(logits, temperature: float = 1.0, top_k: int = 0, top_p: float
     return jnp.pad(ent, ((0, 0), (1, 0)))
 
 
-def aggregate(per_token, mask, mode: str, norm_len: int | None = None):
+def aggregate(per_token, mask, mode: str, norm_len: int | None = None, row_mask=None):
     """Returns (sum, denominator) for the named aggregation of per_token [B, T] under mask.
 
     token-mean: Σ_tokens x / #tokens (every token weighs the same; DAPO, GRPO here).
     seq-mean-token-mean: mean over sequences of each sequence's token mean (original GRPO).
     seq-mean-token-sum-norm: Σ_tokens x / (B · norm_len) (Dr.GRPO; constant normaliser).
+    `row_mask` [B] (optional, 1 = real row): rows at 0 are fillers that only keep a batch's
+    shape; their mask must be 0 too, and they do not count in B either.
     """
     mask = mask.astype(jnp.float32)
     if mode == "token-mean":
@@ -61,7 +63,9 @@ def aggregate(per_token, mask, mode: str, norm_len: int | None = None):
         return jnp.sum(jnp.where(n > 0, seq, 0.0)), jnp.sum(n > 0).astype(jnp.float32)
     if mode == "seq-mean-token-sum-norm":
         length = per_token.shape[1] if norm_len is None else norm_len
-        return jnp.sum(per_token * mask), jnp.float32(per_token.shape[0] * length)
+        rows = (jnp.float32(per_token.shape[0]) if row_mask is None
+                else jnp.sum(row_mask.astype(jnp.float32)))
+        return jnp.sum(per_token * mask), rows * length
     raise ValueError(f"unknown loss aggregation {mode!r}")
 
 

@@ -12,7 +12,9 @@ them all):
     valid        bool    [B, L]
     loss_mask    float32 [B, L]      1 on tokens the policy generated
     patches      float32 [B, M, P, F] pixel patches of the row's images, in token order
-    plus, for RL: old_logprobs [B, L], advantages [B], (ref_logprobs [B, L])
+    plus, for RL: old_logprobs [B, L], advantages [B] (per row) or [B, L] (per token, PPO),
+    optional row_mask [B] (0 = a filler row: no loss, no share of any denominator),
+    (ref_logprobs [B, L]); for PPO also old_values [B, L] and returns [B, L].
 """
 
 from __future__ import annotations
@@ -28,15 +30,21 @@ from flax import nnx
 LossFn = Callable[[jax.Array, dict[str, jax.Array]], tuple[jax.Array, jax.Array, dict[str, jax.Array]]]
 
 
-def policy_logits(model, batch: dict[str, jax.Array], grid_hw: tuple[int, int]):
-    """Full causal forward of the policy over a packed batch. Returns logits [B, L, V]."""
+def policy_hidden(model, batch: dict[str, jax.Array], grid_hw: tuple[int, int]):
+    """Full causal forward of the decoder trunk over a packed batch: the last layer's
+    hidden states [B, L, D] (before the final norm; `model.logits` maps them)."""
     patches = batch["patches"]
     b, m = patches.shape[:2]
     emb = model.encode_images(patches.reshape((b * m,) + patches.shape[2:]), grid_hw=grid_hw)
     emb = emb.reshape(b, m * emb.shape[1], emb.shape[2])
     positions = jnp.transpose(batch["positions"], (1, 0, 2))  # [3, B, L]
-    logits, _ = model(batch["tokens"], positions, batch["valid"], None, image_embeds=emb)
-    return logits
+    hidden, _ = model.hidden(batch["tokens"], positions, batch["valid"], None, image_embeds=emb)
+    return hidden
+
+
+def policy_logits(model, batch: dict[str, jax.Array], grid_hw: tuple[int, int]):
+    """Full causal forward of the policy over a packed batch. Returns logits [B, L, V]."""
+    return model.logits(policy_hidden(model, batch, grid_hw))
 
 
 def make_optimizer(learning_rate: float, *, warmup_steps: int, total_steps: int,
@@ -68,34 +76,54 @@ def make_train_step(graphdef: nnx.GraphDef, rest: nnx.State, loss_fn: LossFn,
     value_and_grad = jax.value_and_grad(sums, has_aux=True)
 
     def step(params, opt_state, batch):
-        if micro_batches == 1:
-            (total, (denom, metrics)), grads = value_and_grad(params, batch)
-        else:
-            split = jax.tree.map(
-                lambda x: x.reshape((micro_batches, x.shape[0] // micro_batches) + x.shape[1:]),
-                batch)
-
-            def body(carry, mb):
-                (total, (denom, metrics)), g = value_and_grad(params, mb)
-                acc = jax.tree.map(jnp.add, carry, (total, denom, metrics, g))
-                return acc, None
-
-            zeros = jax.eval_shape(lambda: value_and_grad(params, jax.tree.map(lambda x: x[0], split)))
-            init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                                (zeros[0][0], zeros[0][1][0], zeros[0][1][1], zeros[1]))
-            (total, denom, metrics, grads), _ = jax.lax.scan(body, init, split)
-        denom = jnp.maximum(denom, 1.0)
-        grads = jax.tree.map(lambda g: g / denom, grads)
+        total, denom, metrics, grads = accumulate_gradients(value_and_grad, params, batch,
+                                                            micro_batches)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        # Metric sums are per token when the loss reports its token count, else per denominator.
-        norm = jnp.maximum(metrics.pop("tokens", denom), 1.0)
-        out = {k: v / norm for k, v in metrics.items()}
-        out["loss"] = total / denom
+        out = normalize_metrics(metrics, total, denom)
         out["grad_norm"] = optax.tree.norm(grads)
         return params, opt_state, out
 
-    return jax.jit(step, donate_argnums=(0, 1))
+    # Params and optimizer state come back in their input shardings: one program for every
+    # step, and a resumed run runs the same one as an uninterrupted run.
+    from vista_jax.sharding import jit_keeping_shardings
+    return jit_keeping_shardings(step, num_state=2)
+
+
+def accumulate_gradients(value_and_grad, params, batch: dict[str, jax.Array],
+                         micro_batches: int = 1):
+    """Loss sums and their gradients over `micro_batches` sequential slices of `batch`
+    (a `lax.scan` when > 1), divided once by the summed denominator: the same update as one
+    big batch. `value_and_grad(params, batch)` returns ((sum, (denominator, metric sums)),
+    grads). Returns (sum, denominator ≥ 1, metric sums, grads / denominator)."""
+    if micro_batches == 1:
+        (total, (denom, metrics)), grads = value_and_grad(params, batch)
+    else:
+        split = jax.tree.map(
+            lambda x: x.reshape((micro_batches, x.shape[0] // micro_batches) + x.shape[1:]),
+            batch)
+
+        def body(carry, mb):
+            (total, (denom, metrics)), g = value_and_grad(params, mb)
+            acc = jax.tree.map(jnp.add, carry, (total, denom, metrics, g))
+            return acc, None
+
+        zeros = jax.eval_shape(lambda: value_and_grad(params, jax.tree.map(lambda x: x[0], split)))
+        init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                            (zeros[0][0], zeros[0][1][0], zeros[0][1][1], zeros[1]))
+        (total, denom, metrics, grads), _ = jax.lax.scan(body, init, split)
+    denom = jnp.maximum(denom, 1.0)
+    return total, denom, metrics, jax.tree.map(lambda g: g / denom, grads)
+
+
+def normalize_metrics(metrics: dict[str, jax.Array], total, denom) -> dict[str, jax.Array]:
+    """Metric sums divided per token when the loss reports its token count ("tokens"),
+    else per denominator; plus "loss" = total / denom."""
+    metrics = dict(metrics)
+    norm = jnp.maximum(metrics.pop("tokens", denom), 1.0)
+    out = {k: v / norm for k, v in metrics.items()}
+    out["loss"] = total / denom
+    return out
 
 
 def make_logprob_fn(graphdef: nnx.GraphDef, rest: nnx.State, grid_hw: tuple[int, int],
