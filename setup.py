@@ -21,6 +21,9 @@ INSTALL_REQUIRES = [
     "pillow>=11",
     "numpy>=1.26",
     "tqdm>=4.66",
+    # Run logs: TensorBoard scalars (vista_jax.metrics_log), report.md's PNG curves.
+    "tensorboardX>=2.6",
+    "matplotlib>=3.8",
     "prometheus-client>=0.21",
     # Tool backends, all offline: OpenCV for diagram/chart/scene image processing, and
     # rapidocr, whose wheel bundles the PP-OCR detection/recognition models (ONNX).
@@ -58,6 +61,8 @@ setup(
     entry_points={
         "console_scripts": [
             "vista-train=vista_jax.cli:train_main",
+            "vista-sft=vista_jax.cli:sft_main",
+            "vista-export=vista_jax.cli:export_main",
             "vista-expert=vista_jax.cli:expert_main",
             "vista-eval=vista_jax.eval_cli:eval_main",
             "vista-view=vista_jax.eval_cli:view_main",

@@ -59,7 +59,6 @@ import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
 import jax
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402

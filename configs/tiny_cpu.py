@@ -95,7 +95,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.sft.init_from = ""  # run dir whose SFT checkpoint and tokenizer replace this SFT phase ("" = train)
 
     c.rl = ml_collections.ConfigDict()
-    c.rl.algorithm = "grpo"  # advantage estimator: grpo | dr_grpo
+    c.rl.algorithm = "grpo"  # grpo | dr_grpo (no std) | dapo (grpo + dynamic sampling) | ppo (critic + GAE)
     c.rl.policy_loss = "ppo_clip"  # registered policy loss
     c.rl.loss_agg = "token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum-norm
     c.rl.steps = 24  # rollout + update iterations
@@ -114,14 +114,29 @@ def get_config() -> ml_collections.ConfigDict:
     c.rl.updates_per_rollout = 1  # optimizer steps per rollout batch (minibatches)
     c.rl.micro_batches = 1  # sequential slices of each minibatch (exact gradient accumulation)
     c.rl.max_grad_norm = 1.0  # global gradient clip
+    c.rl.dynamic_sampling_max_rounds = 4  # dapo: rollout rounds per step to collect prompts_per_step groups with unequal rewards
+    c.rl.critic = "shared"  # ppo: "shared" (value head on the policy trunk) | "separate" (own trunk, initialised from the policy)
+    c.rl.value_coef = 0.5  # ppo: weight of the value loss (shared trunk: added to the policy loss)
+    c.rl.value_clip = 0.2  # ppo: new values stay within ± this of the rollout's (0 = unclipped)
+    c.rl.critic_learning_rate = 1e-4  # ppo: learning rate of the value head (and of a separate critic's trunk)
+    c.rl.gae_gamma = 1.0  # ppo: discount per generated token
+    c.rl.gae_lambda = 0.95  # ppo: GAE lambda
 
     c.eval = ml_collections.ConfigDict()
     c.eval.num_tasks = 96  # held-out (test split) tasks per evaluation
     c.eval.batch_size = 32  # episodes decoded together
 
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.sft_every = 150  # Orbax checkpoint every this many SFT steps (and at the end; 0 = only at the end)
+    c.checkpoint.rl_every = 4  # every this many RL steps (and at the end; 0 = only at the end)
+    c.checkpoint.keep = 3  # checkpoints kept (the newest; phase ends are kept too)
+    c.checkpoint.async_save = True  # write in a background thread while training goes on
+    c.checkpoint.resume = True  # a run dir with checkpoints resumes from the newest (exactly); False starts over
+
     c.log = ml_collections.ConfigDict()
-    c.log.every = 5  # print a metrics line every this many steps
+    c.log.every = 5  # log SFT and RL metrics every this many steps (printed every 10x that in SFT, every time in RL)
     c.log.trajectories = 64  # evaluation trajectories written per policy
+    c.log.tensorboard = True  # also write TensorBoard event files to <run dir>/tensorboard/
 
     # Multi-host (vista_jax/distributed.py); env JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
     # JAX_PROCESS_ID / JAX_DISTRIBUTED_AUTO override these, so one file serves every host.

@@ -43,3 +43,28 @@ def test_tool_server_load_benchmark_runs(capsys):
                 "call_p99_ms_64"):
         assert math.isfinite(result[key]) and result[key] > 0, (key, result[key])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+
+
+def test_train_step_throughput_benchmark_runs(capsys, monkeypatch):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    path = BENCH.parent / "train_step_throughput.py"
+    spec = importlib.util.spec_from_file_location("train_step_throughput", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)
+    spec.loader.exec_module(bench)
+
+    result = bench.main(["-B", "2", "-L", "48", "-R", "2", "--torch-threads", "1"])
+    for key in ("ours_tokens_per_s", "torch_tokens_per_s", "ratio"):
+        assert math.isfinite(result[key]) and result[key] > 0, (key, result[key])
+    assert result["trained_tokens"] == 2 * 48
+    # The torch GRPO update is the same computation: first-step loss and grad norm, and the
+    # loss after the optimizer's updates, agree to float32 rounding.
+    for key in ("loss_rel_diff", "grad_norm_rel_diff", "entropy_rel_diff", "loss_last_rel_diff"):
+        assert result[key] < 1e-4, (key, result[key])
+    assert 0 < result["clip_fraction_torch"] < 1  # the clip takes part
+    # Update 1 runs at lr 0 (optax warmup from 0); the third call sees the second update.
+    assert result["loss_last_ours"] != result["loss_ours"]
+    out = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(out[-1]) == result  # the final line is the JSON
+    assert any("torch (HF + GRPO)" in line for line in out[:-1])  # after the table

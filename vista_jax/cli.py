@@ -1,6 +1,12 @@
-"""Console entry points: `vista-train --config configs/tiny_cpu.py [--config.a.b=value ...]`
-and `vista-expert` (expert trajectories to JSONL + images). `vista-eval` and `vista-view`
-live in `eval_cli.py`."""
+"""Console entry points, each taking `--config FILE` and `--config.a.b=value` overrides:
+
+    vista-train  --config configs/tiny_cpu.py          SFT then RL (resumes a killed run)
+    vista-sft    --config configs/tiny_cpu.py          SFT only (evaluated); RL from it later
+                                                       with --config.sft.init_from=RUN_DIR
+    vista-export --checkpoint RUN_DIR --out DIR        a checkpoint as an HF Qwen2.5-VL dir
+    vista-expert ...                                   expert trajectories to JSONL + images
+
+`vista-eval` (also `--checkpoint RUN_DIR`) and `vista-view` live in `eval_cli.py`."""
 
 from __future__ import annotations
 
@@ -38,25 +44,96 @@ def load_config(argv: list[str]):
     return fv.config
 
 
-def train_main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv if argv is None else argv)
+def load_run_config(run_dir: str, overrides: list[str], prog: str):
+    """A run directory's config.json with `--config.x.y=value` overrides (typed and checked
+    like vista-train's). Exits with a message naming a bad key."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    from vista_jax import pipeline
+
+    try:
+        base = pipeline.load_run_config(run_dir)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"{prog}: {e}") from None
+    bad = [a for a in overrides if not a.startswith("--config.")]
+    if bad:
+        raise SystemExit(f"{prog}: unrecognized arguments: {' '.join(bad)}")
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_dict("config", base, "the run's config", flag_values=fv,
+                                    lock_config=True)
+    try:
+        fv([prog] + list(overrides))
+    except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
+        msg = str(e).strip().strip("'\"").replace("\\n", " ").replace("\n", " ")
+        raise SystemExit(f"{prog}: bad config: {msg}") from None
+    return fv.config
+
+
+def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     for name in ("absl", "jax._src", "orbax", "aiohttp.access"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _run_job(argv: list[str] | None, prog: str, stop_after: str) -> dict:
+    argv = list(sys.argv if argv is None else argv)
+    _setup_logging()
     config = load_config(argv)
     from vista_jax import config as config_lib
     from vista_jax import pipeline
 
     try:
         config_lib.validate(config)
+        summary = pipeline.run(config, stop_after=stop_after)
     except config_lib.ConfigError as e:
-        raise SystemExit(f"vista-train: {e}") from None
-    summary = pipeline.run(config)
+        raise SystemExit(f"{prog}: {e}") from None
     run_dir = os.path.join(config.run_root, config.name)
     print(f"\nwrote {run_dir}/report.md")
-    print("summary: " + " ".join(f"{k}={summary[k]:.3f}" for k in
-                                 ("base_accuracy", "sft_accuracy", "grpo_accuracy",
-                                  "tool_call_validity", "mean_turns", "wall_time_s")))
+    keys = ("base_accuracy", "sft_accuracy", "grpo_accuracy", "tool_call_validity",
+            "mean_turns", "wall_time_s")
+    print("summary: " + " ".join(f"{k}={summary[k]:.3f}" for k in keys
+                                 if summary.get(k) is not None))
+    return summary
+
+
+def train_main(argv: list[str] | None = None) -> None:
+    """`vista-train`: the whole job, SFT then RL (or RL only, from `sft.init_from`)."""
+    _run_job(argv, "vista-train", "rl")
+
+
+def sft_main(argv: list[str] | None = None) -> None:
+    """`vista-sft`: expert data, tokenizer, SFT and its evaluation; no RL. A later
+    `vista-train --config.sft.init_from=<this run dir>` runs RL from its checkpoint."""
+    _run_job(argv, "vista-sft", "sft")
+
+
+def export_main(argv: list[str] | None = None) -> None:
+    """`vista-export --checkpoint RUN_DIR --out DIR [--step N | --phase sft|rl]
+    [--dtype bfloat16] [--config.x=y ...]`: a run's checkpointed policy as an HF
+    Qwen2.5-VL checkpoint (safetensors, config.json, tokenizer) that transformers loads."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="vista-export", description=export_main.__doc__)
+    parser.add_argument("--checkpoint", required=True, metavar="RUN_DIR",
+                        help="a vista-train / vista-sft run directory")
+    parser.add_argument("--out", required=True, help="the HF checkpoint directory to write")
+    pick = parser.add_mutually_exclusive_group()
+    pick.add_argument("--step", type=int, help="global step (default: the newest)")
+    pick.add_argument("--phase", choices=("sft", "rl"), help="the end of this phase")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"),
+                        help="tensor dtype written (default: the params')")
+    args, rest = parser.parse_known_args(argv)
+    _setup_logging()
+    config = load_run_config(args.checkpoint, rest, "vista-export")
+    from vista_jax import pipeline
+
+    try:
+        path = pipeline.export_checkpoint(config, args.checkpoint, args.out, step=args.step,
+                                          phase=args.phase, dtype=args.dtype)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise SystemExit(f"vista-export: {e}") from None
+    print(f"wrote {path}")
 
 
 def expert_main(argv: list[str] | None = None) -> None:

@@ -65,7 +65,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
           f"needs 3 sections summing to head_dim // 2 = {config.model.head_dim // 2}")
     check("model.image_size", lambda v: v % 28 == 0, "must be a multiple of 28 (2x2 merge of 14 px)")
     check("rl.group_size", lambda v: v >= 2, "GRPO needs at least 2 samples per group")
-    check("rl.algorithm", lambda v: v in ("grpo", "dr_grpo"), "one of grpo | dr_grpo")
+    check("rl.algorithm", lambda v: v in ("grpo", "dr_grpo", "dapo", "ppo"),
+          "one of grpo | dr_grpo | dapo | ppo")
+    check("rl.dynamic_sampling_max_rounds", lambda v: isinstance(v, int) and v >= 1,
+          "must be an integer ≥ 1")
+    check("rl.critic", lambda v: v in ("shared", "separate"), "one of shared | separate")
+    for key in ("rl.value_coef", "rl.value_clip"):
+        check(key, lambda v: v >= 0, "must be ≥ 0")
+    check("rl.critic_learning_rate", positive, "must be positive")
+    for key in ("rl.gae_gamma", "rl.gae_lambda"):
+        check(key, lambda v: 0 <= v <= 1, "must be in [0, 1]")
+    integer0 = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0  # noqa: E731
+    for key in ("checkpoint.sft_every", "checkpoint.rl_every"):
+        check(key, integer0, "must be an integer ≥ 0 (0 = only at the end of the phase)")
+    check("checkpoint.keep", lambda v: isinstance(v, int) and v >= 1, "must be an integer ≥ 1")
     check("rl.clip_eps_low", lambda v: 0 <= v < 1, "must be in [0, 1)")
     check("rl.clip_eps_high", lambda v: v >= 0, "must be ≥ 0")
     check("rl.dual_clip", lambda v: v == 0 or v > 1, "must be 0 (off) or > 1")

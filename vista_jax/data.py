@@ -120,3 +120,20 @@ def sft_iterator(rows: Sequence[dict[str, Any]], *, batch_size: int, seq_len: in
         ds = ds[index::count]  # lazily, before packing: a host never packs others' rows
     ds = ds.map(pack_one).batch(batch_size // count, drop_remainder=True)
     return iter(ds.to_iter_dataset())
+
+
+def task_iterator(mixture, *, start: int, split: str = "train",
+                  shard: tuple[int, int] | None = None) -> Iterator[Any]:
+    """Endless RL prompts through grain: the mixture's tasks start, start + 1, ... of
+    `split` (procedural tasks: each index is a fresh task, so no shuffling is needed), its
+    iterator state (`get_state()` / `set_state()`, the next index) saved in checkpoints.
+
+    Per host: process `index` of `count` takes every count-th task from `start + index`, so
+    the hosts' prompts are disjoint and their union is the single-process sequence."""
+    import grain
+
+    index, count = process_shard(shard)
+    ds = grain.MapDataset.range(start, start + 2**62)
+    if count > 1:
+        ds = ds[index::count]
+    return iter(ds.map(lambda i: mixture.task(int(i), split)).to_iter_dataset())

@@ -3,8 +3,15 @@
 
     vista-eval --trajectories runs/tiny/trajectories/            # a table per family
     vista-eval --trajectories a.jsonl b.jsonl --by question_type --json
+    vista-eval --checkpoint runs/tiny_cpu --phase sft --config.eval.num_tasks=200
     vista-view runs/tiny/trajectories/eval.jsonl --index 3 -o traj.html
     vista-view runs/tiny/trajectories/eval.jsonl --task-id chart_qa/val/10000004 -o t.html
+
+With `--checkpoint RUN_DIR` it first plays the run's checkpointed policy (newest, `--step`
+or `--phase`) greedily on `eval.num_tasks` tasks of `--split` with a local tool server (or
+`--config.tools.url`), restored onto this machine's mesh, prints its accuracy and writes
+the episodes (`--out`, default `RUN_DIR/trajectories/eval_step<N>.jsonl`), then reports on
+them as below.
 
 Logs are `TrajectoryWriter` JSONL files (one `VistaEnv.trajectory()` record a line); a
 directory is searched recursively for `*.jsonl`. Records carrying a "taxonomy" label keep
@@ -15,6 +22,7 @@ their family, split and seed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -79,8 +87,19 @@ def _eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vista-eval", description="Accuracy and the E1-E6 / tool_failure error taxonomy "
         "per task family, from trajectory logs (shares are of all trajectories).")
-    p.add_argument("--trajectories", nargs="+", required=True, metavar="PATH",
-                   help="JSONL trajectory logs, or directories searched for *.jsonl")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--trajectories", nargs="+", metavar="PATH",
+                     help="JSONL trajectory logs, or directories searched for *.jsonl")
+    src.add_argument("--checkpoint", metavar="RUN_DIR",
+                     help="evaluate this run's checkpointed policy first (takes --config.x=y "
+                          "overrides of the run's config, e.g. --config.eval.num_tasks=200)")
+    pick = p.add_mutually_exclusive_group()
+    pick.add_argument("--step", type=int, help="with --checkpoint: global step (default newest)")
+    pick.add_argument("--phase", choices=("sft", "rl"),
+                      help="with --checkpoint: the end of this phase")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"),
+                   help="with --checkpoint: task split (default test)")
+    p.add_argument("--out", help="with --checkpoint: where to write the episodes")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--by", metavar="FIELD",
                    help="also break each family down by this record field, e.g. "
@@ -92,7 +111,13 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     """The `vista-eval` command; returns the exit status (2 for unreadable input)."""
     from vista_jax.env import taxonomy
 
-    args = _eval_parser().parse_args(argv)
+    parser = _eval_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.checkpoint is None and (rest or args.step is not None or args.phase or args.out):
+        parser.error("--step, --phase, --out and --config.x=y go with --checkpoint"
+                     + (f" (unrecognized: {' '.join(rest)})" if rest else ""))
+    if args.checkpoint is not None:
+        args.trajectories = [_evaluate_checkpoint(args, rest)]
     records, labels = [], []
     try:
         for path in find_logs(args.trajectories):
@@ -117,6 +142,31 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     else:
         print(taxonomy.format_distribution(report))
     return 0
+
+
+def _evaluate_checkpoint(args, overrides: list[str]) -> str:
+    """Plays the checkpointed policy; prints its summary; returns the episodes' log path."""
+    from vista_jax import cli, pipeline
+
+    cli._setup_logging()
+    config = cli.load_run_config(args.checkpoint, overrides, "vista-eval")
+    out = args.out
+    try:
+        if out is None:
+            which = args.phase or (f"step{args.step}" if args.step is not None else "latest")
+            out = os.path.join(args.checkpoint, "trajectories", f"eval_ckpt_{which}.jsonl")
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(out)
+        summary = pipeline.evaluate_checkpoint(config, args.checkpoint, step=args.step,
+                                               phase=args.phase, split=args.split, out=out)
+    except (FileNotFoundError, KeyError) as e:
+        raise SystemExit(f"vista-eval: {e}") from None
+    print(f"checkpoint step {summary['step']} of {args.checkpoint}, {config.eval.num_tasks} "
+          f"{args.split} tasks: " + " ".join(
+              f"{k}={v:.3f}" for k, v in summary.items()
+              if k in ("accuracy", "tool_call_validity", "mean_turns", "format_ok")))
+    print(f"episodes: {out}")
+    return out
 
 
 # --- vista-view --------------------------------------------------------------------------

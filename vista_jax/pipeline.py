@@ -10,7 +10,9 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import time
+import types
 from typing import Any
 
 import jax
@@ -24,6 +26,7 @@ from vista_jax import checkpoint as ckpt_lib
 from vista_jax import config as config_lib
 from vista_jax import data as data_lib
 from vista_jax import distributed
+from vista_jax import metrics_log as metrics_lib
 from vista_jax import sharding
 from vista_jax import tokenizer as tok_lib
 from vista_jax.env import (Budgets, RewardConfig, TaskMixture, TokenizerCounter, TrajectoryWriter,
@@ -33,32 +36,12 @@ from vista_jax.env.tool_client import SyncToolClient
 from vista_jax.evaluate import evaluate
 from vista_jax.models import PRESETS, ModelConfig, Qwen25VL, mrope_positions
 from vista_jax.rl import learner
-from vista_jax.rl.train_step import make_logprob_fn, make_optimizer, make_train_step, sft_loss
+from vista_jax.rl.train_step import make_optimizer, make_train_step, sft_loss
 from vista_jax.rollout import Sampler, SamplerConfig
 from vista_jax import sft as sft_lib
 from vista_jax.sft import run_sft
 
 log = logging.getLogger("vista_jax")
-
-
-class MetricsLog:
-    """Appends one JSON line per logged step to metrics.jsonl and echoes a short line."""
-
-    def __init__(self, path: str):
-        self.f = open(path, "a", encoding="utf-8")
-
-    def __call__(self, phase: str, step: int, metrics: dict[str, Any], echo: bool = False):
-        rec = {"phase": phase, "step": step, "time": time.time(), **metrics}
-        self.f.write(json.dumps(rec) + "\n")
-        self.f.flush()
-        if echo:
-            keys = [k for k in ("loss", "reward", "accuracy", "informative_groups", "clip_fraction",
-                                "logprob_abs_diff", "tool_call_validity", "decode_tokens_per_s")
-                    if k in metrics]
-            tqdm.write(f"[{phase} {step}] " + " ".join(f"{k}={metrics[k]:.4g}" for k in keys))
-
-    def close(self):
-        self.f.close()
 
 
 MODEL_PRESETS = PRESETS  # config.model.preset -> a released checkpoint's ModelConfig
@@ -148,16 +131,226 @@ def param_table(params) -> str:
     return "\n".join(rows + [f"  total parameters: {total:,}"])
 
 
-def _train_sft(config, tok, sampler, expert, graphdef, rest, params, grid_hw, patch_shape,
-               to_device, eval_env, val_tasks, metrics_log):
-    """The SFT phase: expert conversations -> weighted rows -> `run_sft` with validation.
-    Returns (params, info) with the best validated params."""
+def _tool_client(config, stack: contextlib.ExitStack) -> SyncToolClient:
+    """A client of `tools.url`, or of a tool server started here (closed with `stack`)."""
+    url = config.tools.url
+    if not url:
+        from tools_server.launch import LocalToolServer
+        url = stack.enter_context(LocalToolServer(num_workers=config.tools.num_workers)).url
+        log.info("started local tool server at %s (%d tool workers)", url,
+                 config.tools.num_workers)
+    client = SyncToolClient(url, timeout_s=config.tools.timeout_s)
+    stack.callback(client.close)
+    return client
+
+
+def _env_setup(config) -> tuple[TaskMixture, dict[str, Any]]:
+    """The task mixture and the env arguments from config.env / config.reward (without the
+    token counter, which needs the tokenizer)."""
+    e = config.env
+    mixture = TaskMixture.parse(e.mixture, difficulty=e.difficulty or None, seed=config.seed)
+    env_kwargs = dict(
+        family=mixture,
+        budgets=Budgets(prompt_tokens=e.prompt_tokens, turn_tokens=e.turn_tokens,
+                        observation_tokens=e.observation_tokens,
+                        trajectory_tokens=e.trajectory_tokens, max_turns=e.max_turns),
+        reward_config=RewardConfig(correct_weight=config.reward.correct_weight,
+                                   format_penalty=config.reward.format_penalty,
+                                   repetition_penalty=config.reward.repetition_penalty,
+                                   expression_timeout_s=config.reward.expression_timeout_s),
+        system_prompt_style=e.system_prompt_style,
+        tools=tuple(t.strip() for t in e.tools.split(",") if t.strip()))
+    return mixture, env_kwargs
+
+
+def _tokenizer(config, run_dir: str, texts=None) -> tok_lib.VistaTokenizer:
+    """The policy's tokenizer: a released checkpoint's (`tokenizer.path` or
+    `model.checkpoint`; protocol tags added, chat template checked), else the BPE cached in
+    the run dir (or `sft.init_from`'s), trained on `texts()` if there is none yet."""
+    tokens_per_image = (config.model.image_size // 28) ** 2
+    tok_path = config.tokenizer.path or config.model.checkpoint
+    if tok_path:
+        tok = tok_lib.load_pretrained_tokenizer(tok_path, tokens_per_image)
+        if tok.added_tags:
+            log.info("tokenizer %s: added %s as tokens %s", tok_path, list(tok.added_tags),
+                     [tok.special_ids[t] for t in tok.added_tags])
+        return tok
+    tok_dir = os.path.join(config.sft.init_from or run_dir, "tokenizer")
+
+    def corpus():
+        if config.sft.init_from or texts is None:  # a trained policy's tokenizer is never retrained
+            raise FileNotFoundError(f"no tokenizer in {tok_dir}")
+        return texts()
+
+    return tok_lib.load_or_train_tokenizer(tok_dir, corpus, config.tokenizer.vocab_size,
+                                           tokens_per_image)
+
+
+def _policy(config, stack: contextlib.ExitStack, tok) -> types.SimpleNamespace:
+    """The mesh (entered on `stack`), the policy split as (graphdef, params, rest) with its
+    params sharded, its sampler, and the batch placement."""
+    mesh = sharding.make_mesh(tuple(config.mesh.shape))
+    stack.enter_context(jax.set_mesh(mesh))
+    rules = sharding.rules_from_config(config)  # params, batch and (via model_cfg) activations
+    model, model_cfg = build_policy(config, tok, mesh, rules)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    del model
+    log.info("mesh %s\n%s", dict(mesh.shape), param_table(params))
+    batch_sharding = NamedSharding(mesh, sharding.logical_to_mesh_spec(("batch",), rules))
+    sampler = Sampler(graphdef, rest, model_cfg, tok, SamplerConfig.from_config(config))
+    return types.SimpleNamespace(
+        mesh=mesh, rules=rules, graphdef=graphdef, params=params, rest=rest,
+        model_cfg=model_cfg, sampler=sampler,
+        to_device=lambda batch: jax.device_put(batch, batch_sharding),
+        patch_shape=(sampler.grid * sampler.grid, 3 * 2 * 14 * 14),
+        grid_hw=(sampler.grid, sampler.grid))
+
+
+def _sft_rows(config, tok, sampler, expert) -> list[dict[str, Any]]:
+    """Expert conversations -> training rows that fit sft.seq_len, loss-weighted."""
     rows = [conversation_row(tok, sampler, r["messages"]) for r in expert]
     fit = [r for r in rows if data_lib.fits(r, config.sft.seq_len, config.rollout.max_images)]
     log.info("SFT rows: %d (%d dropped as longer than sft.seq_len=%d)", len(fit),
              len(rows) - len(fit), config.sft.seq_len)
     weights = sft_lib.copy_loss_weights(fit, config.sft.copy_weight, config.sft.copy_balance)
-    fit = [dict(r, loss_mask=w) for r, w in zip(fit, weights)]
+    return [dict(r, loss_mask=w) for r, w in zip(fit, weights)]
+
+
+# Config groups a resumed run may change: where it writes, logging, checkpointing, the
+# tool server's address, the hosts. Everything else must match the checkpointed run.
+RESUMABLE_CHANGES = ("name", "run_root", "checkpoint", "log", "tools", "distributed")
+
+
+def config_differences(saved: dict[str, Any], config: ml_collections.ConfigDict) -> list[str]:
+    """Dotted keys whose values differ between a checkpoint's config and `config`, outside
+    `RESUMABLE_CHANGES`."""
+    now = json.loads(config.to_json_best_effort())
+
+    def walk(a, b, prefix=""):
+        keys = set(a) | set(b) if isinstance(a, dict) and isinstance(b, dict) else None
+        if keys is None:
+            return [] if a == b else [prefix[:-1]]
+        out = []
+        for k in sorted(keys):
+            if not prefix and k in RESUMABLE_CHANGES:
+                continue
+            out += walk(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+
+    return walk(saved, now)
+
+
+class _Run:
+    """The run directory's durable state: checkpoints, the metrics and RL trajectory logs,
+    results and timings. `start()` decides between a fresh start and a resume."""
+
+    def __init__(self, config: ml_collections.ConfigDict, run_dir: str):
+        self.config = config
+        self.run_dir = run_dir
+        c = config.checkpoint
+        self.sft_end = int(config.sft.steps)
+        self.rl_end = self.sft_end + int(config.rl.steps)
+        self.ckpt_dir = os.path.join(run_dir, "checkpoints")
+        self.metrics_path = os.path.join(run_dir, "metrics.jsonl")
+        self.rl_traj_path = os.path.join(run_dir, "trajectories", "rl.jsonl")
+        self.resume: tuple[int, dict[str, Any]] | None = None
+        self.results: dict[str, Any] = {}
+        self.timings: dict[str, float] = {}
+        self.sft_info: dict[str, Any] = {}
+        self.ckpt = None
+        self._keep, self._async = int(c.keep), bool(c.async_save)
+
+    def start(self) -> None:
+        """Finds the newest checkpoint (resume) or clears the last run's outputs (fresh),
+        then opens the logs."""
+        step = None
+        if os.path.isdir(self.ckpt_dir) and self.config.checkpoint.resume:
+            step = ckpt_lib.manager(self.ckpt_dir, read_only=True).latest_step()
+        if step is not None:
+            meta = ckpt_lib.restore_meta(ckpt_lib.manager(self.ckpt_dir, read_only=True), step)
+            diff = config_differences(meta.get("config", {}), self.config)
+            if diff:
+                raise config_lib.ConfigError(
+                    f"{self.run_dir} holds a checkpoint (step {step}) of a run with other "
+                    f"settings: config.{', config.'.join(diff)} differ. Resume with the same "
+                    "config, or start over with --config.checkpoint.resume=False (or another "
+                    "--config.name)")
+            self.resume = (step, meta)
+            self.results = dict(meta.get("results", {}))
+            self.timings = dict(meta.get("timings", {}))
+            self.sft_info = dict(meta.get("sft_info", {}))
+            metrics_lib.truncate(self.metrics_path, meta["offsets"]["metrics"])
+            if os.path.exists(self.rl_traj_path):
+                metrics_lib.truncate(self.rl_traj_path, meta["offsets"]["rl_trajectories"])
+            log.info("resuming %s from checkpoint step %d (%s, step %d of the phase)",
+                     self.run_dir, step, meta["phase"], meta["phase_step"])
+        else:
+            for name in ("checkpoints", "trajectories", "plots", "tensorboard"):
+                shutil.rmtree(os.path.join(self.run_dir, name), ignore_errors=True)
+            for name in ("metrics.jsonl", "summary.json", "report.md"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(self.run_dir, name))
+        self.ckpt = ckpt_lib.manager(self.ckpt_dir, self._keep, async_save=self._async,
+                                     phase_ends=(self.sft_end, self.rl_end))
+        tb = os.path.join(self.run_dir, "tensorboard") if self.config.log.tensorboard else None
+        purge = None  # TensorBoard: drop the steps the interrupted run logged past its checkpoint
+        if self.resume:
+            meta = self.resume[1]
+            purge = {"rl": 0, "eval_grpo": 0} if meta["phase"] == "sft" else {}
+            if meta["phase"] == "sft":
+                purge["eval_sft"] = 0
+            purge[meta["phase"]] = meta["phase_step"]
+        self.metrics_log = metrics_lib.MetricsLog(self.metrics_path, tensorboard_dir=tb,
+                                                  purge_step=purge)
+        # Wall time and phase times add up over the processes of a resumed run.
+        self.t_start = time.perf_counter() - self.timings.get("wall_time_s", 0.0)
+
+    def at(self, phase: str) -> tuple[int, bool] | None:
+        """(steps done, phase ended) if the resume point lies in `phase`."""
+        if self.resume and self.resume[1]["phase"] == phase:
+            return self.resume[1]["phase_step"], self.resume[1]["end"]
+        return None
+
+    def past(self, phase: str) -> bool:
+        """Whether the resume point lies beyond `phase` (its results are in the checkpoint)."""
+        order = ("sft", "rl")
+        return bool(self.resume) and order.index(self.resume[1]["phase"]) > order.index(phase)
+
+    def save(self, step: int, state, *, phase: str, phase_step: int, end: bool,
+             data_state: dict | None = None, extra: dict | None = None,
+             clocks: dict[str, float] | None = None) -> None:
+        """Checkpoints `state` at global `step` with what a resume needs besides it."""
+        rl_traj = (os.path.getsize(self.rl_traj_path) if os.path.exists(self.rl_traj_path)
+                   else 0)
+        timings = dict(self.timings)
+        for k, t0 in (clocks or {}).items():
+            timings[k] = time.perf_counter() - t0
+        timings["wall_time_s"] = time.perf_counter() - self.t_start
+        meta = {"phase": phase, "phase_step": phase_step, "end": end,
+                "data_state": data_state, "results": self.results, "timings": timings,
+                "sft_info": _jsonable(self.sft_info),
+                "offsets": {"metrics": self.metrics_log.offset(), "rl_trajectories": rl_traj},
+                "config": json.loads(self.config.to_json_best_effort()), **(extra or {})}
+        ckpt_lib.save_state(self.ckpt, step, state, meta)
+
+    def close(self) -> None:
+        if self.ckpt is not None:
+            self.ckpt.wait_until_finished()
+            self.ckpt.close()
+        self.metrics_log.close()
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist")
+                                 else str(o)))
+
+
+def _train_sft(config, job: _Run, tok, sampler, expert, graphdef, rest, params, grid_hw,
+               patch_shape, to_device, eval_env, val_tasks, clock: float):
+    """The SFT phase: expert conversations -> weighted rows -> `run_sft` with validation,
+    checkpointed every `checkpoint.sft_every` steps and resumed from the newest checkpoint.
+    Returns (params, info) with the best validated params."""
+    fit = _sft_rows(config, tok, sampler, expert)
     tx = make_optimizer(config.sft.learning_rate, warmup_steps=config.sft.warmup_steps,
                         total_steps=config.sft.steps, weight_decay=config.sft.weight_decay)
     sft_step = make_train_step(graphdef, rest, sft_loss, tx, grid_hw,
@@ -166,119 +359,115 @@ def _train_sft(config, tok, sampler, expert, graphdef, rest, params, grid_hw, pa
                                     seq_len=config.sft.seq_len,
                                     max_images=config.rollout.max_images,
                                     patch_shape=patch_shape, pad_id=tok.pad_id, seed=config.seed)
+    opt_state = tx.init(params)
+    start, best = 0, None
+    if job.at("sft"):
+        step, meta = job.resume
+        target = {"params": params, "opt_state": opt_state}
+        if meta["best"]:
+            target["best_params"] = params
+        state = ckpt_lib.restore_state(job.ckpt, step, target)
+        params, opt_state = state["params"], state["opt_state"]
+        start = meta["phase_step"]
+        batches.set_state(meta["data_state"])
+        if meta["best"]:
+            best = dict(meta["best"], params=state["best_params"])
+        log.info("SFT resumed at step %d of %d", start, config.sft.steps)
 
     def validate(p) -> float:  # greedy accuracy on the val split (disjoint from test)
         summary, _ = evaluate(sampler, p, lambda n: eval_env("val", n), val_tasks,
                               batch_size=config.eval.batch_size, seed=config.seed)
         return summary["accuracy"]
 
+    every = config.checkpoint.sft_every
+
+    def on_step(done, p, o, best_so_far):
+        if every and done % every == 0 and done < config.sft.steps:
+            state = {"params": p, "opt_state": o}
+            meta_best = None
+            if best_so_far["params"] is not None:
+                state["best_params"] = best_so_far["params"]
+                meta_best = {k: best_so_far[k] for k in ("accuracy", "step", "curve")}
+            job.save(done, state, phase="sft", phase_step=done, end=False,
+                     data_state=batches.get_state(), extra={"best": meta_best},
+                     clocks={"sft_s": clock})
+
     params, _, info = run_sft(
-        params=params, opt_state=tx.init(params), train_step=sft_step, batches=batches,
+        params=params, opt_state=opt_state, train_step=sft_step, batches=batches,
         steps=config.sft.steps, to_device=to_device,
-        log=lambda s, m: metrics_log("sft", s, m, echo=s % (config.log.every * 10) == 0),
-        validate=validate, validate_every=config.sft.validate_every)
+        log=lambda s, m: job.metrics_log("sft", s, m, echo=s % (config.log.every * 10) == 0),
+        log_every=config.log.every, validate=validate, validate_every=config.sft.validate_every, start_step=start,
+        best=best, on_step=on_step)
     if "best_step" in info:
         log.info("SFT: keeping step %d (val accuracy %.3f); curve %s", info["best_step"],
                  info["best_accuracy"], info["validation_curve"])
     return params, info
 
 
-def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """Runs the whole job and returns the summary dict (also written to summary.json)."""
+def run(config: ml_collections.ConfigDict, *, stop_after: str = "rl") -> dict[str, Any]:
+    """Runs the whole job (`stop_after="sft"`: up to the SFT evaluation, as `vista-sft`)
+    and returns the summary dict (also written to summary.json).
+
+    A run directory that holds checkpoints is resumed from the newest one (unless
+    `checkpoint.resume` is False): the logs are cut back to what that checkpoint had seen
+    and every later step is recomputed exactly as the interrupted run would have."""
+    if stop_after not in ("sft", "rl"):
+        raise ValueError(f"stop_after={stop_after!r}: sft | rl")
     config_lib.validate(config)
     # Multi-host: join the job before anything touches a device (no-op for one process).
     distributed.maybe_initialize(config)
-    t_start = time.perf_counter()
-    timings: dict[str, float] = {}
     run_dir = os.path.abspath(os.path.join(config.run_root, config.name))
     os.makedirs(run_dir, exist_ok=True)
+    job = _Run(config, run_dir)
+    job.start()
+    timings = job.timings
+    results = job.results
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
-    metrics_log = MetricsLog(os.path.join(run_dir, "metrics.jsonl"))
 
     with contextlib.ExitStack() as stack:
-        url = config.tools.url
-        if not url:
-            from tools_server.launch import LocalToolServer
-            url = stack.enter_context(LocalToolServer(num_workers=config.tools.num_workers)).url
-            log.info("started local tool server at %s (%d tool workers)", url,
-                     config.tools.num_workers)
-        client = SyncToolClient(url, timeout_s=config.tools.timeout_s)
-        stack.callback(client.close)
-
-        e = config.env
-        mixture = TaskMixture.parse(e.mixture, difficulty=e.difficulty or None, seed=config.seed)
-        env_kwargs = dict(
-            family=mixture,
-            budgets=Budgets(prompt_tokens=e.prompt_tokens, turn_tokens=e.turn_tokens,
-                            observation_tokens=e.observation_tokens,
-                            trajectory_tokens=e.trajectory_tokens, max_turns=e.max_turns),
-            reward_config=RewardConfig(correct_weight=config.reward.correct_weight,
-                                       format_penalty=config.reward.format_penalty,
-                                       repetition_penalty=config.reward.repetition_penalty,
-                                       expression_timeout_s=config.reward.expression_timeout_s),
-            system_prompt_style=e.system_prompt_style,
-            tools=tuple(t.strip() for t in e.tools.split(",") if t.strip()))
+        stack.callback(job.close)
+        client = _tool_client(config, stack)
+        mixture, env_kwargs = _env_setup(config)
 
         # --- expert data (JSONL + images, read back as a grain source) and tokenizer -------
         # The token budgets bind the policy, counted with its tokenizer (below), which may
         # not exist yet (it can be trained on these trajectories): the expert runs with the
-        # default budgets, and SFT drops rows longer than sft.seq_len.
+        # default budgets, and SFT drops rows longer than sft.seq_len. A resumed run reads
+        # back the dataset its first process wrote (its stats file is written last).
         t = time.perf_counter()
-        records, expert_stats = expert_records(
-            mixture.tasks(config.sft.num_trajectories, split="train"), client,
-            filter_correct=True, env_kwargs=dict(env_kwargs, budgets=Budgets(max_turns=e.max_turns)))
-        expert_path = write_expert_dataset(records, os.path.join(run_dir, "expert", "train.jsonl"),
-                                           expert_stats)
-        del records
+        expert_path = os.path.join(run_dir, "expert", "train.jsonl")
+        stats_path = os.path.splitext(expert_path)[0] + ".stats.json"
+        expert_stats = None
+        if job.resume and os.path.exists(stats_path):
+            with contextlib.suppress(ValueError):
+                with open(stats_path, encoding="utf-8") as f:
+                    expert_stats = json.load(f)
+        if expert_stats is None:
+            records, expert_stats = expert_records(
+                mixture.tasks(config.sft.num_trajectories, split="train"), client,
+                filter_correct=True,
+                env_kwargs=dict(env_kwargs, budgets=Budgets(max_turns=config.env.max_turns)))
+            write_expert_dataset(records, expert_path, expert_stats)
+            del records
+            timings["expert_data_s"] = time.perf_counter() - t
         expert = ExpertDataSource(expert_path)
-        timings["expert_data_s"] = time.perf_counter() - t
         log.info("expert trajectories (%s): %s", expert_path, expert_stats)
 
         t = time.perf_counter()
-        grid = config.model.image_size // 14
-        tokens_per_image = (grid // 2) ** 2
-        tok_path = config.tokenizer.path or config.model.checkpoint
-        if tok_path:  # a released checkpoint's tokenizer (protocol tags added, template checked)
-            tok = tok_lib.load_pretrained_tokenizer(tok_path, tokens_per_image)
-            if tok.added_tags:
-                log.info("tokenizer %s: added %s as tokens %s", tok_path, list(tok.added_tags),
-                         [tok.special_ids[t] for t in tok.added_tags])
-        else:
-            # With sft.init_from, the restored policy's tokenizer (never retrained).
-            tok_dir = os.path.join(config.sft.init_from or run_dir, "tokenizer")
-            def texts():
-                if config.sft.init_from:
-                    raise FileNotFoundError(f"config.sft.init_from: no tokenizer in {tok_dir}")
-                return corpus_texts(ExpertDataSource(expert_path, load_images=False))
-
-            tok = tok_lib.load_or_train_tokenizer(
-                tok_dir, texts,
-                config.tokenizer.vocab_size, tokens_per_image)
-        timings["tokenizer_s"] = time.perf_counter() - t
+        tok = _tokenizer(config, run_dir, lambda: corpus_texts(
+            ExpertDataSource(expert_path, load_images=False)))
+        timings.setdefault("tokenizer_s", time.perf_counter() - t)
 
         # --- model, sharded over the mesh -----------------------------------------------
-        mesh = sharding.make_mesh(tuple(config.mesh.shape))
-        stack.enter_context(jax.set_mesh(mesh))
-        rules = sharding.rules_from_config(config)  # params, batch and (via model_cfg) activations
-        model, model_cfg = build_policy(config, tok, mesh, rules)
-        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        del model
-        log.info("mesh %s\n%s", dict(mesh.shape), param_table(params))
-        batch_sharding = NamedSharding(mesh, sharding.logical_to_mesh_spec(("batch",), rules))
-
-        def to_device(batch):
-            return jax.device_put(batch, batch_sharding)
-
-        sampler = Sampler(graphdef, rest, model_cfg, tok, SamplerConfig.from_config(config))
+        pol = _policy(config, stack, tok)
+        sampler, params, to_device = pol.sampler, pol.params, pol.to_device
+        graphdef, rest, model_cfg = pol.graphdef, pol.rest, pol.model_cfg
+        patch_shape, grid_hw = pol.patch_shape, pol.grid_hw
         env_kwargs["token_counter"] = TokenizerCounter(tok)
 
         def make_vec_env(n: int, split: str = "train") -> VectorVistaEnv:
             return VectorVistaEnv(client, n, split=split, **env_kwargs)
-
-        patch_shape = (sampler.grid * sampler.grid, 3 * 2 * 14 * 14)
-        grid_hw = (sampler.grid, sampler.grid)
-        ckpt = ckpt_lib.manager(os.path.join(run_dir, "checkpoints"))
 
         eval_tasks = mixture.tasks(config.eval.num_tasks, split="test")
         val_tasks = mixture.tasks(config.sft.validate_tasks, split="val")
@@ -296,79 +485,61 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
                 lambda n: eval_env("test", n), eval_tasks,
                 batch_size=config.eval.batch_size, seed=config.seed)
             timings[f"eval_{name}_s"] = time.perf_counter() - t
-            writer = TrajectoryWriter(os.path.join(run_dir, "trajectories", f"eval_{name}.jsonl"))
+            path = os.path.join(run_dir, "trajectories", f"eval_{name}.jsonl")
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)  # an interrupted run's partial file
+            writer = TrajectoryWriter(path)
             for e in episodes[:config.log.trajectories]:
                 writer.write({**e.trajectory, "reward": e.reward, "policy": name})
             writer.close()
-            metrics_log("eval", 0, {"policy": name, **summary}, echo=False)
+            job.metrics_log("eval", 0, {"policy": name, **summary}, echo=False)
             tqdm.write(f"[eval {name}] " + " ".join(f"{k}={v:.3f}" for k, v in summary.items()))
             return summary
 
-        results = {"base": run_eval("base", params)}
+        if "base" not in results:
+            results["base"] = run_eval("base", params)
 
         # --- SFT ------------------------------------------------------------------------
-        t = time.perf_counter()
-        sft_info: dict[str, Any] = {}
-        if config.sft.init_from:
+        clock = time.perf_counter() - timings.get("sft_s", 0.0)
+        if job.past("sft") or (job.at("sft") or (0, False))[1]:
+            # Restored below (the SFT phase's final checkpoint).
+            params = ckpt_lib.restore_params(job.ckpt, params, job.sft_end)
+        elif config.sft.init_from:
             # The SFT phase of an earlier run, restored (its tokenizer was loaded above).
-            src = ckpt_lib.manager(os.path.join(config.sft.init_from, "checkpoints"))
+            src = ckpt_lib.manager(os.path.join(config.sft.init_from, "checkpoints"),
+                                   read_only=True)
             params = ckpt_lib.restore_params(src, params, ckpt_lib.find_step(src, "sft"))
             log.info("SFT params restored from %s", config.sft.init_from)
         else:
-            params, sft_info = _train_sft(config, tok, sampler, expert, graphdef, rest, params,
-                                          grid_hw, patch_shape, to_device, eval_env, val_tasks,
-                                          metrics_log)
-        timings["sft_s"] = time.perf_counter() - t
-        ckpt_lib.save(ckpt, config.sft.steps, params, extra={"phase": "sft"})
-        results["sft"] = run_eval("sft", params)
+            params, job.sft_info = _train_sft(config, job, tok, sampler, expert, graphdef, rest,
+                                              params, grid_hw, patch_shape, to_device, eval_env,
+                                              val_tasks, clock)
+        if not (job.past("sft") or (job.at("sft") or (0, False))[1]):
+            timings["sft_s"] = time.perf_counter() - clock
+            job.save(job.sft_end, {"params": params}, phase="sft", phase_step=config.sft.steps,
+                     end=True)
+        if "sft" not in results:
+            results["sft"] = run_eval("sft", params)
 
-        # --- GRPO -----------------------------------------------------------------------
-        t = time.perf_counter()
-        rl = config.rl
-        tx = make_optimizer(rl.learning_rate, warmup_steps=rl.warmup_steps, total_steps=rl.steps,
-                            max_grad_norm=rl.max_grad_norm, decay=False)
-        opt_state = tx.init(params)
-        rl_loss = learner.make_rl_loss(rl, config.rollout.temperature, config.rollout.top_k,
-                                       config.rollout.top_p)
-        rl_step_fn = make_train_step(graphdef, rest, rl_loss, tx, grid_hw,
-                                     micro_batches=rl.micro_batches)
-        ref_fn = ref_params = None
-        if rl.kl_coef > 0:
-            ref_fn = make_logprob_fn(graphdef, rest, grid_hw)
-            ref_params = jax.tree.map(lambda x: x.copy(), params)
-        rl_env = make_vec_env(rl.prompts_per_step * rl.group_size)
-        traj_writer = TrajectoryWriter(os.path.join(run_dir, "trajectories", "rl.jsonl"))
-        rng = jax.random.key(config.seed + 1)
-        offset = config.sft.num_trajectories  # RL prompts are train tasks SFT never saw
-        for step in tqdm(range(rl.steps), desc="grpo", dynamic_ncols=True):
-            tasks = mixture.tasks(rl.prompts_per_step, start=offset + step * rl.prompts_per_step,
-                                  split="train")
-            params, opt_state, m, episodes = learner.rl_step(
-                sampler=sampler, params=params,
-                opt_state=opt_state, train_step=rl_step_fn, vec_env=rl_env, tasks=tasks,
-                rl_cfg=rl, rollout_cfg=config.rollout, rng=jax.random.fold_in(rng, step),
-                to_device=to_device, patch_shape=patch_shape, pad_id=tok.pad_id,
-                ref_logprob_fn=ref_fn, ref_params=ref_params)
-            metrics_log("rl", step, m, echo=step % config.log.every == 0 or step == rl.steps - 1)
-            for e in episodes[:rl.group_size]:
-                traj_writer.write({**e.trajectory, "reward": e.reward, "step": step})
-        traj_writer.close()
-        timings["grpo_s"] = time.perf_counter() - t
-        ckpt_lib.save(ckpt, config.sft.steps + rl.steps, params, extra={"phase": "grpo"})
-        results["grpo"] = run_eval("grpo", params)
+        # --- RL -------------------------------------------------------------------------
+        if stop_after == "rl":
+            _train_rl(config, job, mixture, sampler, make_vec_env, graphdef, rest, model_cfg,
+                      params, grid_hw, patch_shape, to_device, tok, run_eval)
 
-    metrics_log.close()
-    timings["wall_time_s"] = time.perf_counter() - t_start
+    timings["wall_time_s"] = time.perf_counter() - job.t_start
+    final = "grpo" if "grpo" in results else "sft"
     summary = {
         "base_accuracy": results["base"]["accuracy"],
         "sft_accuracy": results["sft"]["accuracy"],
-        "grpo_accuracy": results["grpo"]["accuracy"],
-        "tool_call_validity": results["grpo"]["tool_call_validity"],
-        "mean_turns": results["grpo"]["mean_turns"],
+        "grpo_accuracy": results["grpo"]["accuracy"] if "grpo" in results else None,
+        "rl_algorithm": config.rl.algorithm if "grpo" in results else None,
+        "tool_call_validity": results[final]["tool_call_validity"],
+        "mean_turns": results[final]["mean_turns"],
         "wall_time_s": timings["wall_time_s"],
         "expert_pass_rate": expert_stats.get("pass_rate"),
-        "sft_best_step": sft_info.get("best_step"),
-        "sft_validation_curve": sft_info.get("validation_curve"),
+        "sft_best_step": job.sft_info.get("best_step"),
+        "sft_validation_curve": job.sft_info.get("validation_curve"),
+        "resumed_from_step": job.resume[0] if job.resume else None,
         "timings": timings,
         "results": results,
     }
@@ -377,3 +548,142 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
     from vista_jax.report import write_report
     write_report(run_dir, config, summary)
     return summary
+
+
+def _train_rl(config, job: _Run, mixture, sampler, make_vec_env, graphdef, rest, model_cfg,
+              params, grid_hw, patch_shape, to_device, tok, run_eval) -> None:
+    """The RL phase (`rl.algorithm`: GRPO, Dr.GRPO, DAPO or PPO through one learner
+    interface), checkpointed every `checkpoint.rl_every` steps, then the final evaluation
+    (stored under results["grpo"], the policy after RL whichever the algorithm)."""
+    rl = config.rl
+    timings, results = job.timings, job.results
+    clock = time.perf_counter() - timings.get("grpo_s", 0.0)
+    rl_learner = learner.make_learner(config, graphdef, rest, model_cfg, grid_hw)
+    ref_params = jax.tree.map(lambda x: x.copy(), params) if rl.kl_coef > 0 else None
+    rng = jax.random.key(config.seed + 1)
+    state = rl_learner.init_state(params)
+    # RL prompts are train tasks SFT never saw.
+    prompts = data_lib.task_iterator(mixture, start=config.sft.num_trajectories, split="train")
+    start = 0
+    at = job.at("rl")
+    if at:
+        step, meta = job.resume
+        restored = ckpt_lib.restore_state(
+            job.ckpt, step, {"learner": state, "rng": jax.random.key_data(rng)})
+        state, rng = restored["learner"], jax.random.wrap_key_data(restored["rng"])
+        start = meta["phase_step"]
+        prompts.set_state(meta["data_state"])
+        log.info("RL resumed at step %d of %d", start, rl.steps)
+    if not (at and at[1]):
+        rl_env = make_vec_env(rl.prompts_per_step * rl.group_size)
+        traj_writer = TrajectoryWriter(job.rl_traj_path)
+        more_tasks = lambda n: [next(prompts) for _ in range(n)]  # noqa: E731
+        for step in tqdm(range(start, rl.steps), desc=rl.algorithm, dynamic_ncols=True,
+                         initial=start, total=rl.steps):
+            tasks = more_tasks(rl.prompts_per_step)
+            state, m, episodes = rl_learner.step(
+                state, sampler=sampler, vec_env=rl_env, tasks=tasks,
+                rng=jax.random.fold_in(rng, step), to_device=to_device,
+                patch_shape=patch_shape, pad_id=tok.pad_id, more_tasks=more_tasks,
+                ref_params=ref_params)
+            job.metrics_log("rl", step, m,
+                            echo=step % config.log.every == 0 or step == rl.steps - 1)
+            for e in episodes[:rl.group_size]:
+                traj_writer.write({**e.trajectory, "reward": e.reward, "step": step})
+            done = step + 1
+            every = config.checkpoint.rl_every
+            if done == rl.steps or (every and done % every == 0):
+                job.save(job.sft_end + done, {"learner": state, "rng": jax.random.key_data(rng)},
+                         phase="rl", phase_step=done, end=done == rl.steps,
+                         data_state=prompts.get_state(), clocks={"grpo_s": clock})
+        traj_writer.close()
+        timings["grpo_s"] = time.perf_counter() - clock
+    if rl.steps == 0:
+        log.info("rl.steps=0: no RL phase")
+    results["grpo"] = run_eval("grpo", state["params"])
+
+
+def load_run_config(run_dir: str) -> ml_collections.ConfigDict:
+    """The config a run was started with (its config.json), as an unlocked ConfigDict."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{run_dir}: no config.json (not a vista-train run directory)")
+    with open(path, encoding="utf-8") as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def _restore_policy(config, run_dir: str, stack: contextlib.ExitStack, step: int | None,
+                    phase: str | None) -> tuple[types.SimpleNamespace, tok_lib.VistaTokenizer, int]:
+    """The policy of a run's checkpoint (`step`, or the end of `phase`, or the newest) on
+    this process's mesh, whatever mesh it was saved from. Returns (policy, tokenizer, step)."""
+    mngr = ckpt_lib.manager(os.path.join(run_dir, "checkpoints"), read_only=True)
+    if step is None:
+        step = ckpt_lib.find_step(mngr, phase) if phase else mngr.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"{run_dir}/checkpoints holds no checkpoint")
+    if step not in mngr.all_steps():
+        raise FileNotFoundError(f"{run_dir}/checkpoints has no step {step} "
+                                f"(steps {sorted(mngr.all_steps())})")
+    tok = _tokenizer(config, run_dir)
+    pol = _policy(config, stack, tok)
+    meta = ckpt_lib.restore_meta(mngr, step)
+    key = "learner" if meta.get("phase") == "rl" else None
+    target = {key: {"params": pol.params}} if key else {"params": pol.params}
+    state = ckpt_lib.restore_state(mngr, step, target)
+    pol.params = state[key]["params"] if key else state["params"]
+    log.info("restored step %d (%s%s) from %s", step, meta.get("phase"),
+             ", end" if meta.get("end") else "", run_dir)
+    return pol, tok, step
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, run_dir: str, *,
+                        step: int | None = None, phase: str | None = None,
+                        split: str = "test", out: str | None = None) -> dict[str, Any]:
+    """Greedy evaluation of a run's checkpointed policy on `config.eval.num_tasks` tasks of
+    `split` with the tool server of `config.tools` (or a local one). Writes the episodes to
+    `out` (a JSONL trajectory log) if given. Returns the `evaluate` summary plus `step`."""
+    with contextlib.ExitStack() as stack:
+        client = _tool_client(config, stack)
+        mixture, env_kwargs = _env_setup(config)
+        pol, tok, step = _restore_policy(config, run_dir, stack, step, phase)
+        env_kwargs["token_counter"] = TokenizerCounter(tok)
+        tasks = mixture.tasks(config.eval.num_tasks, split=split)
+        summary, episodes = evaluate(
+            pol.sampler, pol.params,
+            lambda n: VectorVistaEnv(client, n, split=split, **env_kwargs), tasks,
+            batch_size=config.eval.batch_size, seed=config.seed)
+        if out:
+            writer = TrajectoryWriter(out)
+            for e in episodes:
+                writer.write({**e.trajectory, "reward": e.reward, "policy": f"step{step}"})
+            writer.close()
+    return {"step": step, **summary}
+
+
+def export_checkpoint(config: ml_collections.ConfigDict, run_dir: str, out: str, *,
+                      step: int | None = None, phase: str | None = None,
+                      dtype: str | None = None) -> str:
+    """Writes a run's checkpointed policy as an HF Qwen2.5-VL checkpoint directory
+    (safetensors + config.json that `transformers` loads, and the tokenizer files)."""
+    from vista_jax.models.hf_checkpoint import save_hf_checkpoint
+
+    with contextlib.ExitStack() as stack:
+        pol, tok, step = _restore_policy(config, run_dir, stack, step, phase)
+        tok_dir = config.tokenizer.path or config.model.checkpoint or os.path.join(
+            run_dir if not config.sft.init_from else config.sft.init_from, "tokenizer")
+        token_ids = None  # a released checkpoint's tokenizer: Qwen2.5-VL's own ids
+        if not (config.tokenizer.path or config.model.checkpoint):
+            ids = tok.special_ids
+            # Our BPE has no video token. HF's rope index only looks at the token after
+            # each <|vision_start|>, which is always <|image_pad|> here, so any other id
+            # (<|im_start|>) never matches as a video.
+            token_ids = dict(bos_token_id=tok.eos_id, eos_token_id=ids[tok_lib.IM_END],
+                             pad_token_id=tok.pad_id,
+                             vision_start_token_id=ids[tok_lib.VISION_START],
+                             vision_end_token_id=ids[tok_lib.VISION_END],
+                             video_token_id=ids[tok_lib.IM_START],
+                             max_position_embeddings=int(config.rollout.max_context))
+        path = save_hf_checkpoint(nnx.merge(pol.graphdef, pol.params, pol.rest), pol.model_cfg,
+                                  out, token_ids=token_ids, dtype=dtype, tokenizer_dir=tok_dir)
+    log.info("exported step %d of %s to %s", step, run_dir, path)
+    return os.fspath(path)

@@ -85,18 +85,24 @@ def copy_loss_weights(rows: list[dict], copy_weight: float, balance: float = 0.0
 def run_sft(*, params, opt_state, train_step, batches: Iterator[dict], steps: int,
             to_device: Callable, log: Callable[[int, dict], None], log_every: int = 10,
             validate: Callable[[object], float] | None = None, validate_every: int = 0,
-            progress: bool = True):
-    """Runs `steps` SFT updates.
+            progress: bool = True, start_step: int = 0, best: dict | None = None,
+            on_step: Callable[[int, object, object, dict | None], None] | None = None):
+    """Runs SFT updates `start_step + 1 .. steps` (`batches` positioned accordingly).
 
     Returns (params, opt_state, info): `info` holds the last logged metrics and, when
     validating, `best_step` / `best_accuracy` and the validation curve `[(step, acc)]`.
     With validation the returned params are the best validated ones, not the last.
+
+    Resuming: `best` is the validation record so far (`{"accuracy", "step", "params",
+    "curve"}`, as passed to `on_step`). `on_step(done, params, opt_state, best)` is called
+    after every step, after its logging and validation (the caller checkpoints there).
     """
     metrics: dict = {}
-    best = None  # (accuracy, step, params copy)
-    curve: list[tuple[int, float]] = []
+    best = dict(best) if best else {"accuracy": None, "step": None, "params": None, "curve": []}
+    best["curve"] = [tuple(c) for c in best["curve"]]
     t0 = time.perf_counter()
-    bar = tqdm(range(steps), desc="sft", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(range(start_step, steps), desc="sft", disable=not progress, dynamic_ncols=True,
+               initial=start_step, total=steps)
     for step in bar:
         batch = to_device(next(batches))
         params, opt_state, m = train_step(params, opt_state, batch)
@@ -108,14 +114,17 @@ def run_sft(*, params, opt_state, train_step, batches: Iterator[dict], steps: in
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_acc=f"{metrics['token_accuracy']:.3f}")
         if validate is not None and validate_every > 0 and (done % validate_every == 0 or done == steps):
             acc = float(validate(params))
-            curve.append((done, acc))
+            best["curve"].append((done, acc))
             log(step, {"val_accuracy": acc, "elapsed_s": time.perf_counter() - t0})
             bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.3f}", val_acc=f"{acc:.3f}")
-            if best is None or acc >= best[0]:
+            if best["accuracy"] is None or acc >= best["accuracy"]:
                 # train_step donates its inputs, so keep a copy, not a reference.
-                best = (acc, done, jax.tree.map(jnp.copy, params))
+                best.update(accuracy=acc, step=done, params=jax.tree.map(jnp.copy, params))
+        if on_step is not None:
+            on_step(done, params, opt_state, best)
     info = dict(metrics)
-    if best is not None:
-        info.update(best_step=best[1], best_accuracy=best[0], validation_curve=curve)
-        params = best[2]
+    if best["params"] is not None:
+        info.update(best_step=best["step"], best_accuracy=best["accuracy"],
+                    validation_curve=best["curve"])
+        params = best["params"]
     return params, opt_state, info

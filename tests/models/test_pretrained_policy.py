@@ -4,7 +4,6 @@ tokenizer fixture; no downloads)."""
 
 from __future__ import annotations
 
-import os
 import pathlib
 import shutil
 

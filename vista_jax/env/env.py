@@ -44,7 +44,6 @@ import string
 import threading
 
 import gymnasium
-import numpy as np
 from PIL import Image
 
 from vista_jax import protocol
