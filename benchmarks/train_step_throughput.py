@@ -45,8 +45,14 @@ slower runs measure the other jobs; the JSON keeps every run's seconds). Every s
 compared too. Prints a table, then one JSON line (`ours_tokens_per_s`, `torch_tokens_per_s`,
 `ratio` = ours / torch, first- and last-update losses, grad norms, every run's seconds).
 
-Measured on 2 CPU cores shared with other jobs (load average 4-5 throughout; Python 3.11,
-jax 0.10.2, torch 2.13 CPU, transformers 5.24), tokens/s, best of 5, B=8 L=256:
+Measured 2026-12-02 on 2 CPU cores (Python 3.11, jax 0.10.2, torch 2.13 CPU, transformers
+5.24), tokens/s, best of 5, B=8 L=256. On the otherwise idle machine, two runs:
+
+    python benchmarks/train_step_throughput.py
+    ours (2 devices) 12544   torch 12059   ratio 1.04
+    ours (2 devices) 14510   torch 13919   ratio 1.04
+
+Earlier the same day with other jobs on the cores (load average 4-5):
 
     python benchmarks/train_step_throughput.py
     run 1: ours (2 devices)  8358   torch  3501   ratio 2.39   (torch runs varied  8x)
@@ -64,7 +70,7 @@ imports, 8-17 s our compilation) for ~33 s of CPU time, so about half a minute w
 What the ratio means: the same math on the same weights and data, fp32 on the same cores; a
 whole-step XLA compilation (fused, donated, data-parallel over per-core devices) against
 eager PyTorch running HF's modelling code (sdpa, Python dispatch per op). On a quiet machine
-the two are level (ratio ~0.97; ours on 2 devices barely beats 1 device here). Ratios above
+the two are level (ratio 0.97-1.04; ours on 2 devices barely beats 1 device here). Ratios above
 1 on a loaded machine come from torch's 2-thread OpenMP barriers stalling under the other
 jobs (its runs vary 5-16x), not from a faster step; with `--torch-threads 1` torch is ahead
 (ratio 0.85; 0.94 for ours on one device). Where our time goes (B=8 L=256, one device,

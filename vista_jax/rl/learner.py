@@ -302,15 +302,18 @@ class GroupLearner:
             params, opt_state, m = self.train_step(state["params"], state["opt_state"], mb)
             return {"params": params, "opt_state": opt_state}, m
 
-        prepare = None
-        if self.ref_logprob_fn is not None:
-            if ref_params is None:
-                raise ValueError("rl.kl_coef > 0 needs ref_params (the frozen SFT policy)")
-
-            def prepare(mb):
-                return {**mb, "ref_logprobs": self.ref_logprob_fn(ref_params, mb)}
-
+        prepare = with_reference(self.ref_logprob_fn, ref_params)
         return minibatch_updates(update, state, batch, self.rl, rng, to_device, prepare)
+
+
+def with_reference(ref_logprob_fn, ref_params) -> Callable | None:
+    """The minibatch hook adding the frozen reference's log-probs (`ref_logprobs`) for the
+    KL term, or None without one (rl.kl_coef = 0)."""
+    if ref_logprob_fn is None:
+        return None
+    if ref_params is None:
+        raise ValueError("rl.kl_coef > 0 needs ref_params (the frozen SFT policy)")
+    return lambda mb: {**mb, "ref_logprobs": ref_logprob_fn(ref_params, mb)}
 
 
 def episode_metrics(episodes: Sequence[Episode]) -> dict[str, float]:

@@ -31,7 +31,7 @@ from flax import nnx
 from vista_jax import data
 from vista_jax.sharding import jit_keeping_shardings
 from vista_jax.rl import advantages as adv_lib
-from vista_jax.rl import losses
+from vista_jax.rl import learner, losses
 from vista_jax.rl.learner import (make_policy_objective, minibatch_updates, policy_optimizer,
                                   rollout_metrics, rollout_round)
 from vista_jax.rl.train_step import (accumulate_gradients, make_logprob_fn, make_optimizer,
@@ -225,14 +225,7 @@ class PPOLearner:
             return {"params": params, "opt_state": opt, "critic": critic,
                     "critic_opt_state": critic_opt}, m
 
-        prepare = None
-        if self.ref_logprob_fn is not None:
-            if ref_params is None:
-                raise ValueError("rl.kl_coef > 0 needs ref_params (the frozen SFT policy)")
-
-            def prepare(mb):
-                return {**mb, "ref_logprobs": self.ref_logprob_fn(ref_params, mb)}
-
+        prepare = learner.with_reference(self.ref_logprob_fn, ref_params)
         state, metrics = minibatch_updates(update, state, batch, rl, k_perm, to_device, prepare)
         t2 = time.perf_counter()
         metrics.update(rollout_metrics(episodes, rewards, overlong, groups, [stats], t1 - t0,
