@@ -80,7 +80,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.rollout.top_p = 1.0  # then within the smallest set holding this probability mass (1.0 = off); learner likewise
 
     c.sft = ml_collections.ConfigDict()
-    c.sft.num_trajectories = 1024  # expert trajectories generated (then filtered to verified)
+    c.sft.data = ""  # expert trajectories JSONL (vista-expert's format, rendered as recorded: match its system prompt to env.*) to train on; "" = generate sft.num_trajectories here
+    c.sft.num_trajectories = 1024  # expert trajectories generated (then filtered to verified); also where RL prompts start
     c.sft.steps = 900  # optimizer steps (600 ends right at the label-copy transition: README, docs/design.md)
     c.sft.batch_size = 16  # sequences per step
     c.sft.micro_batches = 1  # sequential slices of a step's batch (exact gradient accumulation); divides batch_size
@@ -90,8 +91,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.sft.weight_decay = 0.0  # AdamW weight decay
     c.sft.copy_weight = 20.0  # loss weight of assistant tokens copied from the question/tool responses (1 = plain NLL)
     c.sft.copy_balance = 0.5  # copied ids weigh copy_weight * (mean count / their count) ** this (0 = all equal)
-    c.sft.validate_every = 150  # greedy val-split accuracy every this many steps; best is kept (0 = off)
-    c.sft.validate_tasks = 32  # val-split tasks per validation
+    c.sft.validate_every = 150  # greedy val-split accuracy (and teacher-forced val loss) every this many steps; best is kept (0 = off)
+    c.sft.validate_tasks = 32  # val-split tasks per validation (their verified expert trajectories give the val loss)
     c.sft.init_from = ""  # run dir whose SFT checkpoint and tokenizer replace this SFT phase ("" = train)
 
     c.rl = ml_collections.ConfigDict()

@@ -80,6 +80,10 @@ def test_main_job_writes_every_artifact(job):
     assert not [bad for r in records for bad in _finite_numbers(r)]
     rl = [r for r in records if r["phase"] == "rl"]
     assert [r["step"] for r in rl] == [0, 1, 2]
+    val = [r for r in records if "val_accuracy" in r]
+    assert [r["step"] for r in val] == [1, 3]  # after steps 2 and 4 (validate_every=2)
+    for r in val:  # teacher-forced loss on the val split's expert trajectories
+        assert 0 < r["val_loss"] < 10 and 0 <= r["val_token_accuracy"] <= 1
     for key in ("loss", "reward", "informative_groups", "clip_fraction", "kl_ref", "decode_tokens_per_s"):
         assert key in rl[0], key
     assert {r["policy"] for r in records if r["phase"] == "eval"} == {"base", "sft", "grpo"}
@@ -106,13 +110,22 @@ def test_vista_sft_then_ppo_from_its_checkpoint(tmp_path):
     restarts from that SFT phase (same tokenizer, same SFT policy: identical greedy
     evaluation; no SFT steps logged, no tokenizer trained) and here runs PPO, whose learner
     state (policy, value head, both optimizers) is checkpointed at the end."""
+    expert = tmp_path / "data" / "expert.jsonl"  # SFT data from vista-expert, not generated
+    proc = subprocess.run([sys.executable, "-c", "from vista_jax.cli import expert_main; "
+                           "expert_main()", "--mixture", "chart_qa", "--difficulty", "1",
+                           "--n", "40", "--out", str(expert), "--system-prompt-style", "minimal",
+                           "--tools", "bar_values,chart_to_table,calculator,crop"],
+                          capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     sft_cmd = [sys.executable, "-c", "from vista_jax.cli import sft_main; sft_main()"]
     sft_cmd += job_cmd(tmp_path, "sftonly", **{"sft.steps": 2, "sft.validate_every": 0,
-                                               "eval.num_tasks": 4})[3:]
+                                               "eval.num_tasks": 4, "sft.data": expert})[3:]
     proc = subprocess.run(sft_cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     first = json.loads((tmp_path / "sftonly" / "summary.json").read_text())
     assert set(first["results"]) == {"base", "sft"} and first["grpo_accuracy"] is None
+    assert not (tmp_path / "sftonly" / "expert").exists() and first["expert_pass_rate"] == 1.0
     assert "| SFT |" in (tmp_path / "sftonly" / "report.md").read_text()
     steps = sorted(int(p.name) for p in (tmp_path / "sftonly" / "checkpoints").iterdir()
                    if p.name.isdigit())

@@ -158,6 +158,13 @@ def expert_main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep-failed", action="store_true",
                         help="also write trajectories whose answer does not verify")
     parser.add_argument("--batch-size", type=int, default=32, help="episodes played together")
+    parser.add_argument("--system-prompt-style", default="compact",
+                        choices=("minimal", "compact", "full"),
+                        help="the tool list's form in the system prompt; match the policy's "
+                             "env.system_prompt_style when the file feeds sft.data")
+    parser.add_argument("--tools", default="",
+                        help="comma-separated tools shown to the policy (default: all 26); "
+                             "match env.tools when the file feeds sft.data")
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error("--n must be ≥ 1")
@@ -176,9 +183,12 @@ def expert_main(argv: list[str] | None = None) -> None:
         from tools_server.inprocess import InProcessToolClient
         client = InProcessToolClient()
     try:
+        env_kwargs = {"system_prompt_style": args.system_prompt_style}
+        if args.tools:
+            env_kwargs["tools"] = tuple(t.strip() for t in args.tools.split(",") if t.strip())
         records, stats = expert_records(mixture.tasks(args.n, start=args.start), client,
                                         filter_correct=not args.keep_failed,
-                                        batch_size=args.batch_size)
+                                        env_kwargs=env_kwargs, batch_size=args.batch_size)
     finally:
         client.close()
     path = write_expert_dataset(records, args.out, stats)

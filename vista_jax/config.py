@@ -109,6 +109,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     check("sft.copy_weight", lambda v: v >= 1, "must be ≥ 1 (1 = plain token-mean NLL)")
     check("sft.init_from", lambda v: not v or os.path.isdir(os.path.join(v, "checkpoints")),
           "must be empty or a run directory holding checkpoints/")
+    check("sft.data", lambda v: not v or os.path.isfile(v),
+          "must be empty (generate expert trajectories) or an existing JSONL file")
     check("sft.copy_balance", lambda v: v >= 0, "must be ≥ 0 (0 = one weight for all copied tokens)")
     check("rollout.temperature", positive, "must be positive (evaluation is greedy anyway)")
     check("rollout.top_k", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,

@@ -36,7 +36,7 @@ from vista_jax.env.tool_client import SyncToolClient
 from vista_jax.evaluate import evaluate
 from vista_jax.models import PRESETS, ModelConfig, Qwen25VL, mrope_positions
 from vista_jax.rl import learner
-from vista_jax.rl.train_step import make_optimizer, make_train_step, sft_loss
+from vista_jax.rl.train_step import make_eval_fn, make_optimizer, make_train_step, sft_loss
 from vista_jax.rollout import Sampler, SamplerConfig
 from vista_jax import sft as sft_lib
 from vista_jax.sft import run_sft
@@ -346,10 +346,12 @@ def _jsonable(obj):
 
 
 def _train_sft(config, job: _Run, tok, sampler, expert, graphdef, rest, params, grid_hw,
-               patch_shape, to_device, eval_env, val_tasks, clock: float):
+               patch_shape, to_device, eval_env, val_tasks, clock: float, val_expert=()):
     """The SFT phase: expert conversations -> weighted rows -> `run_sft` with validation,
     checkpointed every `checkpoint.sft_every` steps and resumed from the newest checkpoint.
-    Returns (params, info) with the best validated params."""
+    `val_expert`: verified expert records of the val split, whose teacher-forced loss is
+    logged at each validation (`val_loss`, `val_token_accuracy`). Returns (params, info)
+    with the best validated params."""
     fit = _sft_rows(config, tok, sampler, expert)
     tx = make_optimizer(config.sft.learning_rate, warmup_steps=config.sft.warmup_steps,
                         total_steps=config.sft.steps, weight_decay=config.sft.weight_decay)
@@ -374,10 +376,28 @@ def _train_sft(config, job: _Run, tok, sampler, expert, graphdef, rest, params, 
             best = dict(meta["best"], params=state["best_params"])
         log.info("SFT resumed at step %d of %d", start, config.sft.steps)
 
-    def validate(p) -> float:  # greedy accuracy on the val split (disjoint from test)
+    # Teacher-forced loss on verified expert trajectories of the val split (plain token-mean
+    # NLL on assistant tokens, no copy weighting), padded to whole batches of fixed shape.
+    val_batches = []
+    if val_expert:
+        rows = [r for r in (conversation_row(tok, sampler, x["messages"]) for x in val_expert)
+                if data_lib.fits(r, config.sft.seq_len, config.rollout.max_images)]
+        b = config.sft.batch_size
+        for i in range(0, len(rows), b):
+            chunk = rows[i:i + b]
+            chunk += [dict(chunk[-1], loss_mask=np.zeros_like(chunk[-1]["loss_mask"]))] * (b - len(chunk))
+            val_batches.append(to_device(data_lib.pack_rows(
+                chunk, config.sft.seq_len, config.rollout.max_images, patch_shape, tok.pad_id)))
+    eval_loss = make_eval_fn(graphdef, rest, sft_loss, grid_hw)
+
+    def validate(p) -> dict[str, float]:  # greedy accuracy on the val split (disjoint from test)
         summary, _ = evaluate(sampler, p, lambda n: eval_env("val", n), val_tasks,
                               batch_size=config.eval.batch_size, seed=config.seed)
-        return summary["accuracy"]
+        out = {"accuracy": summary["accuracy"]}
+        if val_batches:
+            m = eval_loss(p, val_batches)
+            out.update(loss=m["loss"], token_accuracy=m["token_accuracy"])
+        return out
 
     every = config.checkpoint.sft_every
 
@@ -436,23 +456,33 @@ def run(config: ml_collections.ConfigDict, *, stop_after: str = "rl") -> dict[st
         # default budgets, and SFT drops rows longer than sft.seq_len. A resumed run reads
         # back the dataset its first process wrote (its stats file is written last).
         t = time.perf_counter()
-        expert_path = os.path.join(run_dir, "expert", "train.jsonl")
+        expert_env = dict(env_kwargs, budgets=Budgets(max_turns=config.env.max_turns))
+        expert_path = config.sft.data or os.path.join(run_dir, "expert", "train.jsonl")
         stats_path = os.path.splitext(expert_path)[0] + ".stats.json"
-        expert_stats = None
-        if job.resume and os.path.exists(stats_path):
-            with contextlib.suppress(ValueError):
-                with open(stats_path, encoding="utf-8") as f:
-                    expert_stats = json.load(f)
-        if expert_stats is None:
-            records, expert_stats = expert_records(
-                mixture.tasks(config.sft.num_trajectories, split="train"), client,
-                filter_correct=True,
-                env_kwargs=dict(env_kwargs, budgets=Budgets(max_turns=config.env.max_turns)))
-            write_expert_dataset(records, expert_path, expert_stats)
-            del records
-            timings["expert_data_s"] = time.perf_counter() - t
-        expert = ExpertDataSource(expert_path)
-        log.info("expert trajectories (%s): %s", expert_path, expert_stats)
+        expert = expert_stats = None
+        val_expert: list[dict[str, Any]] = []
+        if config.sft.init_from:
+            log.info("sft.init_from=%s: no SFT here, no expert data", config.sft.init_from)
+        else:
+            if (job.resume or config.sft.data) and os.path.exists(stats_path):
+                with contextlib.suppress(ValueError):
+                    with open(stats_path, encoding="utf-8") as f:
+                        expert_stats = json.load(f)
+            if config.sft.data:
+                expert_stats = expert_stats or {}
+            elif expert_stats is None:
+                records, expert_stats = expert_records(
+                    mixture.tasks(config.sft.num_trajectories, split="train"), client,
+                    filter_correct=True, env_kwargs=expert_env)
+                write_expert_dataset(records, expert_path, expert_stats)
+                del records
+                timings["expert_data_s"] = time.perf_counter() - t
+            expert = ExpertDataSource(expert_path)
+            log.info("expert trajectories (%s): %d, %s", expert_path, len(expert), expert_stats)
+            if config.sft.validate_every > 0:  # the validation loss's held-out trajectories
+                val_expert, _ = expert_records(
+                    mixture.tasks(config.sft.validate_tasks, split="val"), client,
+                    filter_correct=True, env_kwargs=expert_env)
 
         t = time.perf_counter()
         tok = _tokenizer(config, run_dir, lambda: corpus_texts(
@@ -513,7 +543,7 @@ def run(config: ml_collections.ConfigDict, *, stop_after: str = "rl") -> dict[st
         else:
             params, job.sft_info = _train_sft(config, job, tok, sampler, expert, graphdef, rest,
                                               params, grid_hw, patch_shape, to_device, eval_env,
-                                              val_tasks, clock)
+                                              val_tasks, clock, val_expert)
         if not (job.past("sft") or (job.at("sft") or (0, False))[1]):
             timings["sft_s"] = time.perf_counter() - clock
             job.save(job.sft_end, {"params": params}, phase="sft", phase_step=config.sft.steps,
@@ -536,7 +566,7 @@ def run(config: ml_collections.ConfigDict, *, stop_after: str = "rl") -> dict[st
         "tool_call_validity": results[final]["tool_call_validity"],
         "mean_turns": results[final]["mean_turns"],
         "wall_time_s": timings["wall_time_s"],
-        "expert_pass_rate": expert_stats.get("pass_rate"),
+        "expert_pass_rate": (expert_stats or {}).get("pass_rate"),
         "sft_best_step": job.sft_info.get("best_step"),
         "sft_validation_curve": job.sft_info.get("validation_curve"),
         "resumed_from_step": job.resume[0] if job.resume else None,

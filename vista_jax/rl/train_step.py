@@ -126,6 +126,31 @@ def normalize_metrics(metrics: dict[str, jax.Array], total, denom) -> dict[str, 
     return out
 
 
+def make_eval_fn(graphdef: nnx.GraphDef, rest: nnx.State, loss_fn: LossFn,
+                 grid_hw: tuple[int, int]):
+    """Jitted `(params, batches) -> metrics`: `loss_fn`'s sums over a list of packed
+    batches (no gradient), normalised once over all of them as the train step does, so the
+    result is that of one big batch (e.g. SFT validation loss over a held-out split)."""
+
+    def sums(params, batch):
+        model = nnx.merge(graphdef, params, rest)
+        total, denom, metrics = loss_fn(policy_logits(model, batch, grid_hw), batch)
+        return total, denom, metrics
+
+    sums = jax.jit(sums)
+
+    def fn(params, batches):
+        acc = None
+        for batch in batches:
+            out = sums(params, batch)
+            acc = out if acc is None else jax.tree.map(jnp.add, acc, out)
+        total, denom, metrics = acc
+        denom = jnp.maximum(denom, 1.0)
+        return {k: float(v) for k, v in normalize_metrics(metrics, total, denom).items()}
+
+    return fn
+
+
 def make_logprob_fn(graphdef: nnx.GraphDef, rest: nnx.State, grid_hw: tuple[int, int],
                     temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
     """Jitted token log-probs [B, L] of a policy on a packed batch (reference / diagnostics)."""
