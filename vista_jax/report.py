@@ -214,7 +214,9 @@ def write_report(run_dir: str, config, summary: dict[str, Any]) -> str:
               "taxonomy per family, `vista-view` renders one as HTML)",
               "- `expert/`: the verified expert trajectories SFT trained on (JSONL + images, "
               "`train.stats.json`)",
-              "- `checkpoints/`: Orbax checkpoints (after SFT, after GRPO)",
+              "- `checkpoints/`: Orbax checkpoints (every checkpoint.sft_every / rl_every steps, "
+              "the newest checkpoint.keep and every phase end; `vista-eval --checkpoint`, "
+              "`vista-export`, and a rerun of the same command resumes from them)",
               "- `tokenizer/`: the BPE trained for this run", "- `config.json`, `summary.json`", "",
               "## Config", "", "```", config.to_json_best_effort(indent=1), "```", ""]
     path = os.path.join(run_dir, "report.md")
