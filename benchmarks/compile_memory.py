@@ -75,10 +75,10 @@ class _TokenizerShape:
     """What model_config_from needs of a tokenizer, without loading one."""
 
     def __init__(self, config):
-        from vista_jax import pipeline
+        from vista_jax.models import PRESETS
         preset = config.model.get("preset", "")
         if preset:
-            base = pipeline.MODEL_PRESETS[preset]()
+            base = PRESETS[preset]()
             self.vocab_size, self.image_pad_id = base.vocab_size, base.image_pad_id
         else:
             self.vocab_size = int(config.tokenizer.vocab_size)

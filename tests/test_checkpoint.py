@@ -81,7 +81,9 @@ def test_sft_resumed_mid_phase_equals_sft_run_through(tmp_path):
         return jax.tree.map(jnp.copy, params0)
 
     scores = iter(np.linspace(0.1, 0.9, 10))
-    validate = lambda p: float(next(scores))  # noqa: E731  (deterministic stand-in)
+    def validate(p):  # a deterministic stand-in; "loss" is logged as val_loss
+        s = float(next(scores))
+        return {"accuracy": s, "loss": 1.0 - s}
 
     def go(steps, start=0, params=None, opt_state=None, it=None, best=None, on_step=None):
         logs = []
@@ -94,6 +96,8 @@ def test_sft_resumed_mid_phase_equals_sft_run_through(tmp_path):
         return out, logs
 
     (p_ref, _, info_ref), logs_ref = go(6)
+    val = [m for _, m in logs_ref if "val_accuracy" in m]
+    assert len(val) == 3 and all(m["val_loss"] == 1.0 - m["val_accuracy"] for m in val)
 
     scores = iter(np.linspace(0.1, 0.9, 10))
     mngr = ckpt_lib.manager(tmp_path, 3)

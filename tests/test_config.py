@@ -56,3 +56,20 @@ def test_validation_names_the_bad_key(key, value):
     cfg[section][name] = value
     with pytest.raises(config_lib.ConfigError, match=key.replace(".", r"\.")):
         config_lib.validate(cfg)
+
+
+@pytest.mark.parametrize("flag,needle", [
+    ("--config.eval.nope=1", "nope"),                      # unknown key
+    ("--config.eval.num_tasks=x", "config.eval.num_tasks"),  # wrong type
+    ("--config.model.remat=1", "config.model.remat"),        # fails validation
+    ("--eval.num_tasks=3", "unrecognized arguments"),
+])
+def test_run_config_overrides_exit_naming_the_key(tmp_path, flag, needle):
+    """vista-eval / vista-export: the run's config.json with overrides; a bad one exits with
+    a message naming it, not a traceback."""
+    (tmp_path / "config.json").write_text(tiny().to_json_best_effort())
+    ok = cli.load_run_config(str(tmp_path), ["--config.eval.num_tasks=7"], "vista-eval")
+    assert ok.eval.num_tasks == 7 and ok.rl.group_size == tiny().rl.group_size
+    with pytest.raises(SystemExit, match=needle) as e:
+        cli.load_run_config(str(tmp_path), [flag], "vista-eval")
+    assert str(e.value).startswith("vista-eval: ")

@@ -243,7 +243,7 @@ def test_killed_and_resumed_job_logs_the_same_metrics_step_for_step(job):
     summary = json.loads((run_dir / "summary.json").read_text())
     reference = json.loads((through / "summary.json").read_text())
     for key in ("base_accuracy", "sft_accuracy", "grpo_accuracy", "sft_best_step",
-                "sft_validation_curve", "results"):
+                "sft_validation_curve", "results", "expert_pass_rate"):
         assert summary[key] == reference[key], key
     assert summary["resumed_from_step"] >= 5  # an RL checkpoint (SFT ends at step 4)
 

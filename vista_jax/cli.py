@@ -24,7 +24,6 @@ def _default_config_path() -> str:
 def load_config(argv: list[str]):
     """Parses --config (a config file) and --config.x.y=value overrides. A bad override or
     an unknown key exits with a message naming it."""
-    from absl import flags
     from ml_collections import config_flags
 
     # absl only registers the --config.x overrides when the file is given as --config=PATH.
@@ -33,21 +32,29 @@ def load_config(argv: list[str]):
         if argv[i] == "--config":
             argv[i:i + 2] = [f"--config={argv[i + 1]}", ""]
     argv = [a for a in argv if a != ""]
+    return _parse(lambda fv: config_flags.DEFINE_config_file(
+        "config", _default_config_path(), "config file", flag_values=fv, lock_config=True,
+        sys_argv=argv), argv, os.path.basename(argv[0]))
+
+
+def _parse(define, argv: list[str], prog: str):
+    """The config flag `define(flag_values)` registers, parsed from `argv`; a bad override or
+    an unknown key (found at registration or at parsing) exits naming it."""
+    from absl import flags
+
     fv = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", _default_config_path(), "config file",
-                                    flag_values=fv, lock_config=True, sys_argv=argv)
     try:
+        define(fv)
         fv(argv)
     except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
         msg = str(e).strip().strip("'\"").replace("\\n", " ").replace("\n", " ")
-        raise SystemExit(f"{os.path.basename(argv[0])}: bad config: {msg}") from None
+        raise SystemExit(f"{prog}: bad config: {msg}") from None
     return fv.config
 
 
 def load_run_config(run_dir: str, overrides: list[str], prog: str):
     """A run directory's config.json with `--config.x.y=value` overrides (typed and checked
     like vista-train's). Exits with a message naming a bad key."""
-    from absl import flags
     from ml_collections import config_flags
 
     from vista_jax import pipeline
@@ -59,15 +66,16 @@ def load_run_config(run_dir: str, overrides: list[str], prog: str):
     bad = [a for a in overrides if not a.startswith("--config.")]
     if bad:
         raise SystemExit(f"{prog}: unrecognized arguments: {' '.join(bad)}")
-    fv = flags.FlagValues()
-    config_flags.DEFINE_config_dict("config", base, "the run's config", flag_values=fv,
-                                    lock_config=True)
+    argv = [prog] + list(overrides)
+    config = _parse(lambda fv: config_flags.DEFINE_config_dict(
+        "config", base, "the run's config", flag_values=fv, lock_config=True, sys_argv=argv),
+        argv, prog)
+    from vista_jax import config as config_lib
     try:
-        fv([prog] + list(overrides))
-    except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
-        msg = str(e).strip().strip("'\"").replace("\\n", " ").replace("\n", " ")
-        raise SystemExit(f"{prog}: bad config: {msg}") from None
-    return fv.config
+        config_lib.validate(config)
+    except config_lib.ConfigError as e:
+        raise SystemExit(f"{prog}: {e}") from None
+    return config
 
 
 def _setup_logging() -> None:

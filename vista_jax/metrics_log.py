@@ -110,9 +110,10 @@ class MetricsLog:
 
 
 def truncate(path: str, offset: int) -> None:
-    """Cuts metrics.jsonl at `path` back to `offset` bytes (a `MetricsLog.offset()`), dropping
-    what a resumed job will log again. Call it before opening the log. A missing file is
-    fine for offset 0; a file shorter than `offset` is an error (the log lost records)."""
+    """Cuts an append-only log at `path` (metrics.jsonl, the RL trajectory log) back to
+    `offset` bytes (what a checkpoint recorded, e.g. `MetricsLog.offset()`), dropping what a
+    resumed job will write again. Call it before opening the log. A missing file is fine for
+    offset 0; a file shorter than `offset` is an error (the log lost records)."""
     if not os.path.exists(path):
         if offset:
             raise FileNotFoundError(f"{path}: no metrics log to truncate to {offset} bytes")

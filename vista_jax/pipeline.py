@@ -44,9 +44,6 @@ from vista_jax.sft import run_sft
 log = logging.getLogger("vista_jax")
 
 
-MODEL_PRESETS = PRESETS  # config.model.preset -> a released checkpoint's ModelConfig
-
-
 def model_config_from(config: ml_collections.ConfigDict, tok: tok_lib.VistaTokenizer) -> ModelConfig:
     """The policy's ModelConfig: the sizes in config.model, or with `model.preset` a released
     checkpoint's shapes (its vocab rows, which may exceed the tokenizer's length; the size
@@ -56,9 +53,9 @@ def model_config_from(config: ml_collections.ConfigDict, tok: tok_lib.VistaToken
                   remat=m.remat, sharding_rules=sharding.rules_from_config(config))
     preset = m.get("preset", "")
     if preset:
-        if preset not in MODEL_PRESETS:
-            raise ValueError(f"config.model.preset={preset!r}: one of {sorted(MODEL_PRESETS)}")
-        base = MODEL_PRESETS[preset]()
+        if preset not in PRESETS:
+            raise ValueError(f"config.model.preset={preset!r}: one of {sorted(PRESETS)}")
+        base = PRESETS[preset]()
         if tok.vocab_size > base.vocab_size:
             raise ValueError(f"config.model.preset={preset!r} has {base.vocab_size} embedding rows "
                              f"but the tokenizer has {tok.vocab_size} tokens")
@@ -95,7 +92,7 @@ def build_policy(config: ml_collections.ConfigDict, tok: tok_lib.VistaTokenizer,
         raise ValueError(f"{where}: {cfg.vocab_size} embedding rows for {tok.vocab_size} "
                          "tokens (with the added protocol tags)")
     if m.preset:
-        base = MODEL_PRESETS[m.preset]()
+        base = PRESETS[m.preset]()
         for name in ("num_layers", "embed_dim", "num_heads", "num_kv_heads", "mlp_dim",
                      "vocab_size", "vision_num_layers"):
             if getattr(base, name) != getattr(cfg, name):
@@ -247,7 +244,6 @@ class _Run:
     def __init__(self, config: ml_collections.ConfigDict, run_dir: str):
         self.config = config
         self.run_dir = run_dir
-        c = config.checkpoint
         self.sft_end = int(config.sft.steps)
         self.rl_end = self.sft_end + int(config.rl.steps)
         self.ckpt_dir = os.path.join(run_dir, "checkpoints")
@@ -258,16 +254,16 @@ class _Run:
         self.timings: dict[str, float] = {}
         self.sft_info: dict[str, Any] = {}
         self.ckpt = None
-        self._keep, self._async = int(c.keep), bool(c.async_save)
 
     def start(self) -> None:
         """Finds the newest checkpoint (resume) or clears the last run's outputs (fresh),
         then opens the logs."""
-        step = None
+        step = reader = None
         if os.path.isdir(self.ckpt_dir) and self.config.checkpoint.resume:
-            step = ckpt_lib.manager(self.ckpt_dir, read_only=True).latest_step()
+            reader = ckpt_lib.manager(self.ckpt_dir, read_only=True)
+            step = reader.latest_step()
         if step is not None:
-            meta = ckpt_lib.restore_meta(ckpt_lib.manager(self.ckpt_dir, read_only=True), step)
+            meta = ckpt_lib.restore_meta(reader, step)
             diff = config_differences(meta.get("config", {}), self.config)
             if diff:
                 raise config_lib.ConfigError(
@@ -290,7 +286,8 @@ class _Run:
             for name in ("metrics.jsonl", "summary.json", "report.md"):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(os.path.join(self.run_dir, name))
-        self.ckpt = ckpt_lib.manager(self.ckpt_dir, self._keep, async_save=self._async,
+        c = self.config.checkpoint
+        self.ckpt = ckpt_lib.manager(self.ckpt_dir, int(c.keep), async_save=bool(c.async_save),
                                      phase_ends=(self.sft_end, self.rl_end))
         tb = os.path.join(self.run_dir, "tensorboard") if self.config.log.tensorboard else None
         purge = None  # TensorBoard: drop the steps the interrupted run logged past its checkpoint
@@ -310,6 +307,12 @@ class _Run:
         if self.resume and self.resume[1]["phase"] == phase:
             return self.resume[1]["phase_step"], self.resume[1]["end"]
         return None
+
+    @property
+    def sft_done(self) -> bool:
+        """Whether the resume point lies at the SFT phase's end or beyond: SFT is not run
+        again (its params are the SFT-end checkpoint's)."""
+        return self.past("sft") or bool((self.at("sft") or (0, False))[1])
 
     def past(self, phase: str) -> bool:
         """Whether the resume point lies beyond `phase` (its results are in the checkpoint)."""
@@ -461,13 +464,15 @@ def run(config: ml_collections.ConfigDict, *, stop_after: str = "rl") -> dict[st
         stats_path = os.path.splitext(expert_path)[0] + ".stats.json"
         expert = expert_stats = None
         val_expert: list[dict[str, Any]] = []
-        if config.sft.init_from:
-            log.info("sft.init_from=%s: no SFT here, no expert data", config.sft.init_from)
+        if (job.resume or config.sft.data) and os.path.exists(stats_path):
+            with contextlib.suppress(ValueError):
+                with open(stats_path, encoding="utf-8") as f:
+                    expert_stats = json.load(f)
+        if config.sft.init_from or job.sft_done:
+            log.info("no SFT to run here (%s): no expert data",
+                     f"sft.init_from={config.sft.init_from}" if config.sft.init_from
+                     else "resumed after it")
         else:
-            if (job.resume or config.sft.data) and os.path.exists(stats_path):
-                with contextlib.suppress(ValueError):
-                    with open(stats_path, encoding="utf-8") as f:
-                        expert_stats = json.load(f)
             if config.sft.data:
                 expert_stats = expert_stats or {}
             elif expert_stats is None:
@@ -531,8 +536,7 @@ def run(config: ml_collections.ConfigDict, *, stop_after: str = "rl") -> dict[st
 
         # --- SFT ------------------------------------------------------------------------
         clock = time.perf_counter() - timings.get("sft_s", 0.0)
-        if job.past("sft") or (job.at("sft") or (0, False))[1]:
-            # Restored below (the SFT phase's final checkpoint).
+        if job.sft_done:  # the SFT phase's final checkpoint
             params = ckpt_lib.restore_params(job.ckpt, params, job.sft_end)
         elif config.sft.init_from:
             # The SFT phase of an earlier run, restored (its tokenizer was loaded above).
@@ -544,7 +548,7 @@ def run(config: ml_collections.ConfigDict, *, stop_after: str = "rl") -> dict[st
             params, job.sft_info = _train_sft(config, job, tok, sampler, expert, graphdef, rest,
                                               params, grid_hw, patch_shape, to_device, eval_env,
                                               val_tasks, clock, val_expert)
-        if not (job.past("sft") or (job.at("sft") or (0, False))[1]):
+        if not job.sft_done:
             timings["sft_s"] = time.perf_counter() - clock
             job.save(job.sft_end, {"params": params}, phase="sft", phase_step=config.sft.steps,
                      end=True)

@@ -15,10 +15,10 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class Line:
-    """One curve: `phase`'s records, the first of `keys` they hold (a key ending in "/*"
-    draws every key under that prefix, each as its own curve)."""
+    """One curve: `key` in `phase`'s records (a key ending in "/*" draws every key under
+    that prefix, each as its own curve)."""
     phase: str
-    keys: tuple[str, ...]
+    key: str
     label: str = ""
     markers: bool = False
 
@@ -32,37 +32,38 @@ class Panel:
 
 
 # Plot name -> (title, panels). Key names are those that pipeline.py logs: SFT from
-# sft.run_sft (train-step metrics, `val_accuracy`), RL from the learners
-# (learner.GroupLearner, ppo.PPOLearner) and episode_metrics, eval from evaluate.summarize. Later keys in a tuple are fallbacks.
+# sft.run_sft (train-step metrics, `val_accuracy`, `val_loss`), RL from the learners
+# (learner.GroupLearner, ppo.PPOLearner) and episode_metrics, eval from evaluate.summarize.
 PLOTS: dict[str, tuple[str, tuple[Panel, ...]]] = {
     "reward": ("RL rollout reward (mean per episode)", (
         Panel("reward and its components", "reward", (
-            Line("rl", ("reward",), "reward"),
-            Line("rl", ("reward/correct",), "correct"),
-            Line("rl", ("reward/format",), "format"),
-            Line("rl", ("reward/repetition",), "repetition"),
-            Line("rl", ("reward/overlong",), "overlong"))),)),
+            Line("rl", "reward", "reward"),
+            Line("rl", "reward/correct", "correct"),
+            Line("rl", "reward/format", "format"),
+            Line("rl", "reward/repetition", "repetition"),
+            Line("rl", "reward/overlong", "overlong"))),)),
     "accuracy": ("Accuracy", (
         Panel("SFT validation (greedy)", "accuracy",
-              (Line("sft", ("val_accuracy",), "val accuracy", markers=True),)),
+              (Line("sft", "val_accuracy", "val accuracy", markers=True),)),
         Panel("RL rollouts (sampled)", "accuracy",
-              (Line("rl", ("accuracy", "reward/correct"), "rollout accuracy"),)),
+              (Line("rl", "accuracy", "rollout accuracy"),)),
         Panel("held-out test (greedy)", "accuracy", eval_key="accuracy"))),
     "response_length": ("RL response length", (
         Panel("generated tokens per episode", "tokens",
-              (Line("rl", ("response_tokens",), "response tokens"),)),
+              (Line("rl", "response_tokens", "response tokens"),)),
         Panel("turns per episode", "turns",
-              (Line("rl", ("turns", "mean_turns"), "turns"),)))),
+              (Line("rl", "turns", "turns"),)))),
     "tool_calls": ("RL tool calls", (
         Panel("tool calls per episode", "calls",
-              (Line("rl", ("tool_calls", "tool_calls_per_episode", "tool_call_rate"), "all tools"),
-               Line("rl", ("tool_calls/*",)))),
+              (Line("rl", "tool_calls", "all tools"),
+               Line("rl", "tool_calls/*"))),
         Panel("valid share of tool calls", "validity",
-              (Line("rl", ("tool_call_validity",), "validity"),)))),
+              (Line("rl", "tool_call_validity", "validity"),)))),
     "sft_loss": ("SFT", (
-        Panel("training loss", "loss", (Line("sft", ("loss",), "loss"),)),
+        Panel("loss", "loss", (Line("sft", "loss", "training (copy-weighted)"),
+                               Line("sft", "val_loss", "validation", markers=True))),
         Panel("next-token accuracy", "accuracy",
-              (Line("sft", ("token_accuracy",), "token accuracy"),)))),
+              (Line("sft", "token_accuracy", "token accuracy"),)))),
 }
 
 
@@ -94,21 +95,16 @@ def _series(records, phase: str, key: str) -> tuple[list[int], list[float]]:
 
 
 def _curves(records, line: Line) -> list[tuple[str, list[int], list[float], bool]]:
-    """(label, steps, values, markers) per curve `line` draws; [] when its keys are absent."""
-    for key in line.keys:
-        if key.endswith("/*"):
-            names = sorted({k for r in records if r.get("phase") == line.phase
-                            for k in r if k.startswith(key[:-1])})
-            curves = [(k[len(key) - 1:], *_series(records, line.phase, k), line.markers)
-                      for k in names]
-            curves = [c for c in curves if c[1]]
-            if curves:
-                return curves
-        else:
-            steps, values = _series(records, line.phase, key)
-            if steps:
-                return [(line.label or key, steps, values, line.markers)]
-    return []
+    """(label, steps, values, markers) per curve `line` draws; [] when its key is absent."""
+    key = line.key
+    if key.endswith("/*"):
+        names = sorted({k for r in records if r.get("phase") == line.phase
+                        for k in r if k.startswith(key[:-1])})
+        curves = [(k[len(key) - 1:], *_series(records, line.phase, k), line.markers)
+                  for k in names]
+        return [c for c in curves if c[1]]
+    steps, values = _series(records, line.phase, key)
+    return [(line.label or key, steps, values, line.markers)] if steps else []
 
 
 def _eval_bars(records, key: str) -> list[tuple[str, float]]:

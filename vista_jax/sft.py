@@ -84,13 +84,13 @@ def copy_loss_weights(rows: list[dict], copy_weight: float, balance: float = 0.0
 
 def run_sft(*, params, opt_state, train_step, batches: Iterator[dict], steps: int,
             to_device: Callable, log: Callable[[int, dict], None], log_every: int = 10,
-            validate: Callable[[object], float | dict] | None = None, validate_every: int = 0,
+            validate: Callable[[object], dict[str, float]] | None = None, validate_every: int = 0,
             progress: bool = True, start_step: int = 0, best: dict | None = None,
             on_step: Callable[[int, object, object, dict | None], None] | None = None):
     """Runs SFT updates `start_step + 1 .. steps` (`batches` positioned accordingly).
 
-    `validate(params)` returns the held-out accuracy that picks the best params, or a dict
-    of it ("accuracy") and other validation metrics (logged as `val_<key>`).
+    `validate(params)` returns {"accuracy": held-out accuracy, which picks the best params,
+    and any other validation metrics}; each is logged as `val_<key>`.
 
     Returns (params, opt_state, info): `info` holds the last logged metrics and, when
     validating, `best_step` / `best_accuracy` and the validation curve `[(step, acc)]`.
@@ -116,14 +116,10 @@ def run_sft(*, params, opt_state, train_step, batches: Iterator[dict], steps: in
             log(step, metrics)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_acc=f"{metrics['token_accuracy']:.3f}")
         if validate is not None and validate_every > 0 and (done % validate_every == 0 or done == steps):
-            result = validate(params)  # the accuracy, or a dict with "accuracy" and more
-            extra = {}
-            if isinstance(result, dict):
-                extra = {f"val_{k}": float(v) for k, v in result.items() if k != "accuracy"}
-                result = result["accuracy"]
-            acc = float(result)
+            result = {f"val_{k}": float(v) for k, v in validate(params).items()}
+            acc = result["val_accuracy"]
             best["curve"].append((done, acc))
-            log(step, {"val_accuracy": acc, **extra, "elapsed_s": time.perf_counter() - t0})
+            log(step, {**result, "elapsed_s": time.perf_counter() - t0})
             bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.3f}", val_acc=f"{acc:.3f}")
             if best["accuracy"] is None or acc >= best["accuracy"]:
                 # train_step donates its inputs, so keep a copy, not a reference.

@@ -127,12 +127,20 @@ def test_clipped_value_loss_hand_computed():
     # token 0: unclipped (1-0)² = 1, clipped V = 0.7 -> 0.49; max 1 -> 0.5
     # token 1: unclipped 1, clipped V = 1.0 (within ±0.2 of 0.9) -> 1; -> 0.5
     # token 2: unclipped 1, clipped 0 -> 1; -> 0.5
-    np.testing.assert_allclose(L.clipped_value_loss(v, old, ret, 0.2), [0.5, 0.5, 0.5])
+    loss, clipped = L.clipped_value_loss(v, old, ret, 0.2)
+    np.testing.assert_allclose(loss, [0.5, 0.5, 0.5])
+    assert clipped.tolist() == [False, False, False]  # the clipped term never larger
     # where the clip binds from the other side: V moved away from R beyond ε
     v2, old2, ret2 = jnp.array([0.0]), jnp.array([1.0]), jnp.array([1.2])
     # unclipped (0-1.2)² = 1.44, clipped V = 0.8 -> 0.16; max = 1.44 -> 0.72
-    np.testing.assert_allclose(L.clipped_value_loss(v2, old2, ret2, 0.2), [0.72], atol=1e-6)
+    loss, clipped = L.clipped_value_loss(v2, old2, ret2, 0.2)
+    np.testing.assert_allclose(loss, [0.72], atol=1e-6)
+    assert clipped.tolist() == [False]
     v3, old3, ret3 = jnp.array([2.0]), jnp.array([1.0]), jnp.array([1.9])
     # unclipped 0.01, clipped V = 1.2 -> 0.49: the clip makes it worse -> 0.245
-    np.testing.assert_allclose(L.clipped_value_loss(v3, old3, ret3, 0.2), [0.245], atol=1e-6)
-    np.testing.assert_allclose(L.clipped_value_loss(v3, old3, ret3, 0.0), [0.005], atol=1e-6)
+    loss, clipped = L.clipped_value_loss(v3, old3, ret3, 0.2)
+    np.testing.assert_allclose(loss, [0.245], atol=1e-6)
+    assert clipped.tolist() == [True]
+    loss, clipped = L.clipped_value_loss(v3, old3, ret3, 0.0)
+    np.testing.assert_allclose(loss, [0.005], atol=1e-6)
+    assert clipped.tolist() == [False]

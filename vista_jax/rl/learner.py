@@ -63,9 +63,11 @@ def make_learner(config, graphdef, rest, model_cfg, grid_hw: tuple[int, int]) ->
     return GroupLearner(config, graphdef, rest, grid_hw)
 
 
-def policy_optimizer(rl_cfg):
-    """The policy's optimizer: AdamW at rl.learning_rate after rl.warmup_steps, no decay."""
-    return make_optimizer(rl_cfg.learning_rate, warmup_steps=rl_cfg.warmup_steps,
+def policy_optimizer(rl_cfg, learning_rate: float | None = None):
+    """The RL optimizer: AdamW at rl.learning_rate (or `learning_rate`, e.g. the critic's)
+    after rl.warmup_steps, no decay, global-norm clip rl.max_grad_norm."""
+    lr = rl_cfg.learning_rate if learning_rate is None else learning_rate
+    return make_optimizer(lr, warmup_steps=rl_cfg.warmup_steps,
                           total_steps=rl_cfg.steps, max_grad_norm=rl_cfg.max_grad_norm,
                           decay=False)
 
@@ -285,7 +287,8 @@ class GroupLearner:
                 out.kept, kept_adv = eps, [adv]
                 break
             informative = adv_lib.informative_group_rows(rewards, groups)
-            rows = adv_lib.informative_group_rows(rewards, groups, limit=p - len(out.kept) // g)
+            # A round's groups are g contiguous rows: the first groups still needed.
+            rows = informative[:(p - len(out.kept) // g) * g]
             out.kept += [eps[i] for i in rows]
             kept_adv.append(adv[rows])
             dropped += [eps[i] for i in np.setdiff1d(np.arange(len(eps)), informative)]

@@ -111,9 +111,11 @@ KL_ESTIMATORS = {"k1": kl_k1, "k3": kl_k3}
 
 def clipped_value_loss(values, old_values, returns, clip_eps: float):
     """PPO's value loss per token: ½ max((V - R)², (clip(V, V_old ± ε) - R)²); clip_eps = 0
-    disables the clip (½ (V - R)²). All [B, T]."""
+    disables the clip (½ (V - R)²). All [B, T]. Returns (loss, clipped): clipped is True
+    where the clipped term is the larger (the value's gradient is cut there)."""
     unclipped = (values - returns) ** 2
     if not clip_eps:
-        return 0.5 * unclipped
-    clipped = old_values + jnp.clip(values - old_values, -clip_eps, clip_eps)
-    return 0.5 * jnp.maximum(unclipped, (clipped - returns) ** 2)
+        return 0.5 * unclipped, jnp.zeros(unclipped.shape, bool)
+    moved = old_values + jnp.clip(values - old_values, -clip_eps, clip_eps)
+    clipped_sq = (moved - returns) ** 2
+    return 0.5 * jnp.maximum(unclipped, clipped_sq), clipped_sq > unclipped

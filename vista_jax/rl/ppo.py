@@ -34,8 +34,8 @@ from vista_jax.rl import advantages as adv_lib
 from vista_jax.rl import learner, losses
 from vista_jax.rl.learner import (make_policy_objective, minibatch_updates, policy_optimizer,
                                   rollout_metrics, rollout_round)
-from vista_jax.rl.train_step import (accumulate_gradients, make_logprob_fn, make_optimizer,
-                                     normalize_metrics, policy_hidden)
+from vista_jax.rl.train_step import (accumulate_gradients, make_logprob_fn, normalize_metrics,
+                                     policy_hidden)
 
 
 class ValueHead(nnx.Module):
@@ -91,15 +91,11 @@ def make_ppo_train_step(graphdef, rest, head_graphdef, rl_cfg, tx, critic_tx,
             hidden = policy_hidden(nnx.merge(graphdef, critic["trunk"], rest), mb, grid_hw)
         values = token_values(nnx.merge(head_graphdef, critic["value_head"])(hidden))
         per_tok, metrics = objective(logits, mb)
-        v_loss = losses.clipped_value_loss(values, mb["old_values"], mb["returns"], value_clip)
+        v_loss, v_clipped = losses.clipped_value_loss(values, mb["old_values"], mb["returns"],
+                                                      value_clip)
         mask = mb["loss_mask"]
         total, denom = losses.aggregate(per_tok + value_coef * v_loss, mask, rl_cfg.loss_agg,
                                         row_mask=mb.get("row_mask"))
-        if value_clip:
-            moved = mb["old_values"] + jnp.clip(values - mb["old_values"], -value_clip, value_clip)
-            v_clipped = (moved - mb["returns"]) ** 2 > (values - mb["returns"]) ** 2
-        else:
-            v_clipped = jnp.zeros_like(values, bool)
         metrics.update(value_loss=jnp.sum(v_loss * mask),
                        value_clip_fraction=jnp.sum(v_clipped * mask),
                        value_mean_new=jnp.sum(values * mask))
@@ -148,9 +144,7 @@ class PPOLearner:
         self.head_graphdef = nnx.graphdef(ValueHead(self.embed_dim, self.eps))
         self.graphdef, self.rest, self.grid_hw = graphdef, rest, grid_hw
         self.tx = policy_optimizer(rl)
-        self.critic_tx = make_optimizer(rl.critic_learning_rate, warmup_steps=rl.warmup_steps,
-                                        total_steps=rl.steps, max_grad_norm=rl.max_grad_norm,
-                                        decay=False)
+        self.critic_tx = policy_optimizer(rl, rl.critic_learning_rate)
         self.micro_batches = int(rl.micro_batches)
         self.train_step = make_ppo_train_step(
             graphdef, rest, self.head_graphdef, rl, self.tx, self.critic_tx, grid_hw,
