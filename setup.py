@@ -42,6 +42,10 @@ EXTRAS = {
         # CPU build only: `torch==2.13.0` resolves to the local CPU wheel on our machines,
         # while a bare `torch` pulls a multi-GB CUDA build. Used only by the parity tests.
         "torch==2.13.0",
+        # tests/test_notebooks.py executes notebooks/*.ipynb in a python3 kernel.
+        "nbclient>=0.10",
+        "nbformat>=5.10",
+        "ipykernel>=6.29",
     ],
     # Multi-host worker pool: Ray actors behind the same pool interface (tools_server.pool).
     "ray": ["ray>=2.40"],

@@ -35,7 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.env.observation_tokens = 112  # budget: one tool response, cut with "[...]" beyond it; < max(rollout.obs_buckets)
     c.env.trajectory_tokens = 512  # budget: prompt + turns + observations; ≤ rollout.max_context
     c.env.system_prompt_style = "minimal"  # minimal (signatures) | compact (line per tool) | full (JSON schemas)
-    c.env.tools = "bar_values,chart_to_table,calculator,crop"  # comma-separated tools shown to the policy ("" = all 26)
+    c.env.tools = "bar_values,chart_to_table,calculator,crop"  # comma-separated tools shown to the policy ("" = all 26, "none" = no tools: answer directly)
 
     c.reward = ml_collections.ConfigDict()
     c.reward.correct_weight = 1.0  # weight of R_correct (verified answer, 0/1)
@@ -81,6 +81,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.sft = ml_collections.ConfigDict()
     c.sft.data = ""  # expert trajectories JSONL (vista-expert's format, rendered as recorded: match its system prompt to env.*) to train on; "" = generate sft.num_trajectories here
+    c.sft.expert = "tools"  # expert trajectories: "tools" (reference plans through the real tools) | "direct" (the gold answer at once, no tool call; with env.tools="none")
     c.sft.num_trajectories = 1024  # expert trajectories generated (then filtered to verified); also where RL prompts start
     c.sft.steps = 900  # optimizer steps (600 ends right at the label-copy transition: README, docs/design.md)
     c.sft.batch_size = 16  # sequences per step
@@ -126,6 +127,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict()
     c.eval.num_tasks = 96  # held-out (test split) tasks per evaluation
     c.eval.batch_size = 32  # episodes decoded together
+    c.eval.policies = "base,sft,grpo"  # policies the job evaluates: any of base (untrained), sft (after SFT), grpo (after RL, any algorithm)
+    c.eval.mixture = ""  # test tasks' families ("" = env.mixture; "all" tests a single-family policy on every family)
+    c.eval.tools = ""  # tools shown at evaluation ("" = env.tools; "none" = no tools; a list = prompted with other tools than trained with)
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.sft_every = 150  # Orbax checkpoint every this many SFT steps (and at the end; 0 = only at the end)

@@ -1,6 +1,24 @@
 """Fixtures shared across the suite."""
 
+import atexit
+import os
+import shutil
+import tempfile
+
 import pytest
+
+# One on-disk XLA cache for the whole session, inherited by the subprocess jobs: the tiny
+# job's programs (same shapes in the end-to-end, ablation and notebook tests) compile once.
+# Compile-count tests count jit cache entries, which a disk hit still creates.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _XLA_CACHE = tempfile.mkdtemp(prefix="vista-jax-tests-xla-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+    atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+    import jax  # noqa: E402  (in case a plugin imported it before the variables were set)
+
+    jax.config.update("jax_compilation_cache_dir", _XLA_CACHE)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 from vista_jax import tokenizer as T
 

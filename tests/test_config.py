@@ -49,6 +49,8 @@ def test_bad_override_names_the_key(flag, needle):
     ("sft.copy_weight", 0.5), ("sft.copy_balance", -1.0), ("sft.init_from", "/no/such/run"),
     ("rl.clip_eps_low", 1.0), ("rl.clip_eps_high", -0.1), ("rl.dual_clip", 0.9),
     ("rl.kl_estimator", "k2"), ("rl.overlong_buffer", 600),
+    ("sft.expert", "teacher"), ("eval.policies", "base,rl"), ("eval.mixture", "charts"),
+    ("env.tools", "none,calculator"), ("eval.tools", "calculator,none"),
 ])
 def test_validation_names_the_bad_key(key, value):
     cfg = tiny()
@@ -73,3 +75,17 @@ def test_run_config_overrides_exit_naming_the_key(tmp_path, flag, needle):
     with pytest.raises(SystemExit, match=needle) as e:
         cli.load_run_config(str(tmp_path), [flag], "vista-eval")
     assert str(e.value).startswith("vista-eval: ")
+
+
+def test_load_with_overrides_for_notebooks_and_scripts():
+    path = os.path.join(ROOT, "configs", "tiny_cpu.py")
+    cfg = config_lib.load(path, {"rl.group_size": 4, "eval.tools": "none"})
+    assert cfg.rl.group_size == 4 and cfg.eval.tools == "none"
+    with pytest.raises(config_lib.ConfigError, match="rl.gruop_size"):
+        config_lib.load(path, {"rl.gruop_size": 4})
+    with pytest.raises(config_lib.ConfigError, match="config.rl.group_size"):
+        config_lib.load(path, {"rl.group_size": 1})  # fails validation
+    with pytest.raises(config_lib.ConfigError, match="no such config file"):
+        config_lib.load(os.path.join(ROOT, "configs", "nope.py"))
+    abl = config_lib.load(os.path.join(ROOT, "configs", "ablations", "stages.py"))
+    assert abl.ablation.variants and abl.name == "ablations/stages"

@@ -1,6 +1,7 @@
 """Console entry points, each taking `--config FILE` and `--config.a.b=value` overrides:
 
     vista-train  --config configs/tiny_cpu.py          SFT then RL (resumes a killed run)
+    vista-train  --config configs/ablations/stages.py  every variant x seed of an ablation
     vista-sft    --config configs/tiny_cpu.py          SFT only (evaluated); RL from it later
                                                        with --config.sft.init_from=RUN_DIR
     vista-export --checkpoint RUN_DIR --out DIR        a checkpoint as an HF Qwen2.5-VL dir
@@ -91,6 +92,21 @@ def _run_job(argv: list[str] | None, prog: str, stop_after: str) -> dict:
     from vista_jax import config as config_lib
     from vista_jax import pipeline
 
+    if "ablation" in config:  # configs/ablations/*.py: every variant x seed, then the tables
+        if stop_after != "rl":
+            raise SystemExit(f"{prog}: ablation configs run with vista-train")
+        from vista_jax import ablation
+        try:
+            config_lib.validate(config)
+            result = ablation.run(config)
+        except (config_lib.ConfigError, ValueError) as e:
+            raise SystemExit(f"{prog}: {e}") from None
+        out = os.path.join(config.run_root, config.name)
+        print(f"\nwrote {out}/report.md and {os.path.dirname(out)}/summary.md")
+        for v in result["variants"]:
+            s = v["stats"]["accuracy"]
+            print(f"{v['label']}: accuracy {s['mean']:.3f} ± {s['std']:.3f} ({s['n']} seeds)")
+        return result
     try:
         config_lib.validate(config)
         summary = pipeline.run(config, stop_after=stop_after)

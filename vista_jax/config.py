@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import pathlib
+from collections.abc import Mapping
 from typing import Any
 
 import ml_collections
@@ -21,14 +24,31 @@ def _get(config: ml_collections.ConfigDict, key: str) -> Any:
     return node
 
 
-def _check_mixture(config: ml_collections.ConfigDict) -> None:
+def _names(spec: str) -> list[str]:
+    """A comma-separated list (tools, policies) as names, blanks dropped."""
+    return [n.strip() for n in spec.split(",") if n.strip()]
+
+
+def _check_mixture(config: ml_collections.ConfigDict, key: str = "env.mixture") -> None:
     from vista_jax.env.mixture import TaskMixture
-    spec = _get(config, "env.mixture")
+    spec = _get(config, key)
+    if key != "env.mixture" and not spec:  # "" = env.mixture's
+        return
     try:
         TaskMixture.parse(spec)
     except (ValueError, KeyError) as e:
         msg = e.args[0] if e.args else str(e)
-        raise ConfigError(f"config.env.mixture={spec!r}: {msg}") from None
+        raise ConfigError(f"config.{key}={spec!r}: {msg}") from None
+
+
+def _check_tools(config: ml_collections.ConfigDict) -> None:
+    """env.tools / eval.tools: "none" stands alone (whether the tool server serves the
+    names is checked when the env is made, against the server's own list)."""
+    for key in ("env.tools", "eval.tools"):
+        names = _names(_get(config, key))
+        if "none" in names and names != ["none"]:
+            raise ConfigError(f"config.{key}={_get(config, key)!r}: 'none' stands alone "
+                              "(no tools) or is not given")
 
 
 def _check_rules(config: ml_collections.ConfigDict) -> None:
@@ -106,6 +126,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
           "cannot exceed rollout.max_context (the KV cache)")
     check("env.difficulty", lambda v: v in (0, 1, 2, 3), "0 (drawn per task) or a level 1..3")
     _check_mixture(config)
+    check("sft.expert", lambda v: v in ("tools", "direct"), "tools | direct")
+    check("eval.policies", lambda v: set(_names(v)) <= {"base", "sft", "grpo"},
+          "comma-separated subset of base,sft,grpo")
+    _check_mixture(config, "eval.mixture")
+    _check_tools(config)
     check("sft.copy_weight", lambda v: v >= 1, "must be ≥ 1 (1 = plain token-mean NLL)")
     check("sft.init_from", lambda v: not v or os.path.isdir(os.path.join(v, "checkpoints")),
           "must be empty or a run directory holding checkpoints/")
@@ -149,3 +174,25 @@ def _check_scale(config: ml_collections.ConfigDict, check) -> None:
         distributed.spec_from(config, environ={})  # the environment is checked at start
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+def load(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None
+         ) -> ml_collections.ConfigDict:
+    """`get_config()` of a config file with dotted-key overrides (`{"rl.group_size": 4}`),
+    as `vista-train --config FILE --config.rl.group_size=4` builds it, then validated: an
+    unknown key or a bad value raises ConfigError naming it. For notebooks and scripts."""
+    spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
+    if spec is None or not os.path.isfile(path):
+        raise ConfigError(f"{path}: no such config file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    config.lock()  # overrides may change fields, never add them
+    for key, value in (overrides or {}).items():
+        try:
+            config.update_from_flattened_dict({key: value})
+        except (KeyError, AttributeError, TypeError) as e:
+            msg = e.args[0] if e.args else e
+            raise ConfigError(f"config.{key}={value!r}: {msg}") from None
+    validate(config)
+    return config

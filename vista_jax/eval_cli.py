@@ -1,7 +1,7 @@
 """`vista-eval`: the error taxonomy's distribution per task family from trajectory logs, and
 `vista-view`: one logged trajectory as an HTML page.
 
-    vista-eval --trajectories runs/tiny/trajectories/            # a table per family
+    vista-eval --trajectories runs/tiny/trajectories/            # per policy, per family
     vista-eval --trajectories a.jsonl b.jsonl --by question_type --json
     vista-eval --checkpoint runs/tiny_cpu --phase sft --config.eval.num_tasks=200
     vista-view runs/tiny/trajectories/eval.jsonl --index 3 -o traj.html
@@ -12,6 +12,10 @@ or `--phase`) greedily on `eval.num_tasks` tasks of `--split` with a local tool 
 `--config.tools.url`), restored onto this machine's mesh, prints its accuracy and writes
 the episodes (`--out`, default `RUN_DIR/trajectories/eval_step<N>.jsonl`), then reports on
 them as below.
+
+Trajectories of more than one policy (a run's eval_base / eval_sft / eval_grpo logs, each
+record's "policy" field, else the log's file name) first get one row per policy: accuracy
+and the E1–E6 / tool_failure shares, as the paper's Table 1; then the table per family.
 
 Logs are `TrajectoryWriter` JSONL files (one `VistaEnv.trajectory()` record a line); a
 directory is searched recursively for `*.jsonl`. Records carrying a "taxonomy" label keep
@@ -118,7 +122,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
                      + (f" (unrecognized: {' '.join(rest)})" if rest else ""))
     if args.checkpoint is not None:
         args.trajectories = [_evaluate_checkpoint(args, rest)]
-    records, labels = [], []
+    records, labels, sources = [], [], []
     try:
         for path in find_logs(args.trajectories):
             for lineno, record in iter_records(path):
@@ -127,6 +131,10 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
                 except ValueError as e:
                     raise LogError(f"{path}:{lineno}: {e}") from e
                 records.append(record)
+                # the policy that played it: the record's own field (a run's eval logs), else
+                # the log's name (rl.jsonl: the RL rollouts)
+                sources.append(str(record.get("policy")
+                                   or os.path.splitext(os.path.basename(path))[0]))
     except LogError as e:
         print(f"vista-eval: error: {e}", file=sys.stderr)
         return 2
@@ -137,9 +145,17 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     dist = taxonomy.tally(records, labels)
     by_dist = taxonomy.tally(records, labels, by=args.by) if args.by else None
     report = taxonomy.summarize(dist, by_dist, args.by)
+    per_policy = taxonomy.tally([{"family": s} for s in sources], labels)
+    if len(per_policy) > 1:  # the paper's Table 1: one row per policy
+        order = {"base": 0, "sft": 1, "grpo": 2}
+        report["policies"] = {p: taxonomy.summary_row(per_policy[p]) for p in sorted(
+            per_policy, key=lambda p: (order.get(p, len(order)), p))}
     if args.json:
         print(json.dumps(report, indent=1))
     else:
+        if "policies" in report:
+            print(taxonomy.format_distribution(report, "policies", "policy"))
+            print()
         print(taxonomy.format_distribution(report))
     return 0
 

@@ -141,11 +141,15 @@ def _tool_client(config, stack: contextlib.ExitStack) -> SyncToolClient:
     return client
 
 
-def _env_setup(config) -> tuple[TaskMixture, dict[str, Any]]:
+def env_setup(config, *, for_eval: bool = False) -> tuple[TaskMixture, dict[str, Any]]:
     """The task mixture and the env arguments from config.env / config.reward (without the
-    token counter, which needs the tokenizer)."""
+    token counter, which needs the tokenizer). `for_eval`: the test tasks' mixture and the
+    tools shown at evaluation (`eval.mixture`, `eval.tools`; "" = env's)."""
     e = config.env
-    mixture = TaskMixture.parse(e.mixture, difficulty=e.difficulty or None, seed=config.seed)
+    spec, tools = e.mixture, e.tools
+    if for_eval:
+        spec, tools = config.eval.mixture or spec, config.eval.tools or tools
+    mixture = TaskMixture.parse(spec, difficulty=e.difficulty or None, seed=config.seed)
     env_kwargs = dict(
         family=mixture,
         budgets=Budgets(prompt_tokens=e.prompt_tokens, turn_tokens=e.turn_tokens,
@@ -156,7 +160,7 @@ def _env_setup(config) -> tuple[TaskMixture, dict[str, Any]]:
                                    repetition_penalty=config.reward.repetition_penalty,
                                    expression_timeout_s=config.reward.expression_timeout_s),
         system_prompt_style=e.system_prompt_style,
-        tools=tuple(t.strip() for t in e.tools.split(",") if t.strip()))
+        tools=tuple(config_lib._names(tools)))
     return mixture, env_kwargs
 
 
@@ -451,7 +455,7 @@ def run(config: ml_collections.ConfigDict, *, stop_after: str = "rl") -> dict[st
     with contextlib.ExitStack() as stack:
         stack.callback(job.close)
         client = _tool_client(config, stack)
-        mixture, env_kwargs = _env_setup(config)
+        mixture, env_kwargs = env_setup(config)
 
         # --- expert data (JSONL + images, read back as a grain source) and tokenizer -------
         # The token budgets bind the policy, counted with its tokenizer (below), which may
@@ -478,7 +482,8 @@ def run(config: ml_collections.ConfigDict, *, stop_after: str = "rl") -> dict[st
             elif expert_stats is None:
                 records, expert_stats = expert_records(
                     mixture.tasks(config.sft.num_trajectories, split="train"), client,
-                    filter_correct=True, env_kwargs=expert_env)
+                    filter_correct=True, env_kwargs=expert_env,
+                    direct=config.sft.expert == "direct")
                 write_expert_dataset(records, expert_path, expert_stats)
                 del records
                 timings["expert_data_s"] = time.perf_counter() - t
@@ -487,7 +492,8 @@ def run(config: ml_collections.ConfigDict, *, stop_after: str = "rl") -> dict[st
             if config.sft.validate_every > 0:  # the validation loss's held-out trajectories
                 val_expert, _ = expert_records(
                     mixture.tasks(config.sft.validate_tasks, split="val"), client,
-                    filter_correct=True, env_kwargs=expert_env)
+                    filter_correct=True, env_kwargs=expert_env,
+                    direct=config.sft.expert == "direct")
 
         t = time.perf_counter()
         tok = _tokenizer(config, run_dir, lambda: corpus_texts(
@@ -504,16 +510,24 @@ def run(config: ml_collections.ConfigDict, *, stop_after: str = "rl") -> dict[st
         def make_vec_env(n: int, split: str = "train") -> VectorVistaEnv:
             return VectorVistaEnv(client, n, split=split, **env_kwargs)
 
-        eval_tasks = mixture.tasks(config.eval.num_tasks, split="test")
+        # Test tasks and the tools shown at evaluation may differ from training's (eval.*).
+        eval_mixture, eval_kwargs = env_setup(config, for_eval=True)
+        eval_kwargs["token_counter"] = env_kwargs["token_counter"]
+        eval_tasks = eval_mixture.tasks(config.eval.num_tasks, split="test")
         val_tasks = mixture.tasks(config.sft.validate_tasks, split="val")
         eval_envs: dict[tuple[str, int], VectorVistaEnv] = {}
 
         def eval_env(split: str, n: int) -> VectorVistaEnv:
             if (split, n) not in eval_envs:
-                eval_envs[split, n] = make_vec_env(n, split)
+                kw = eval_kwargs if split == "test" else env_kwargs
+                eval_envs[split, n] = VectorVistaEnv(client, n, split=split, **kw)
             return eval_envs[split, n]
 
-        def run_eval(name: str, p) -> dict[str, float]:
+        policies = config_lib._names(config.eval.policies)
+
+        def run_eval(name: str, p) -> dict[str, float] | None:
+            if name not in policies:  # eval.policies leaves it out
+                return None
             t = time.perf_counter()
             summary, episodes = evaluate(
                 sampler, p,
@@ -531,13 +545,15 @@ def run(config: ml_collections.ConfigDict, *, stop_after: str = "rl") -> dict[st
             tqdm.write(f"[eval {name}] " + " ".join(f"{k}={v:.3f}" for k, v in summary.items()))
             return summary
 
-        if "base" not in results:
+        if "base" not in results and "base" in policies:
             results["base"] = run_eval("base", params)
 
         # --- SFT ------------------------------------------------------------------------
         clock = time.perf_counter() - timings.get("sft_s", 0.0)
         if job.sft_done:  # the SFT phase's final checkpoint
             params = ckpt_lib.restore_params(job.ckpt, params, job.sft_end)
+        elif config.sft.steps == 0:
+            log.info("sft.steps=0: no SFT phase (the SFT checkpoint holds the initial params)")
         elif config.sft.init_from:
             # The SFT phase of an earlier run, restored (its tokenizer was loaded above).
             src = ckpt_lib.manager(os.path.join(config.sft.init_from, "checkpoints"),
@@ -552,7 +568,7 @@ def run(config: ml_collections.ConfigDict, *, stop_after: str = "rl") -> dict[st
             timings["sft_s"] = time.perf_counter() - clock
             job.save(job.sft_end, {"params": params}, phase="sft", phase_step=config.sft.steps,
                      end=True)
-        if "sft" not in results:
+        if "sft" not in results and "sft" in policies:
             results["sft"] = run_eval("sft", params)
 
         # --- RL -------------------------------------------------------------------------
@@ -561,14 +577,13 @@ def run(config: ml_collections.ConfigDict, *, stop_after: str = "rl") -> dict[st
                       params, grid_hw, patch_shape, to_device, tok, run_eval)
 
     timings["wall_time_s"] = time.perf_counter() - job.t_start
-    final = "grpo" if "grpo" in results else "sft"
+    final = next((p for p in ("grpo", "sft", "base") if p in results), None)
     summary = {
-        "base_accuracy": results["base"]["accuracy"],
-        "sft_accuracy": results["sft"]["accuracy"],
-        "grpo_accuracy": results["grpo"]["accuracy"] if "grpo" in results else None,
-        "rl_algorithm": config.rl.algorithm if "grpo" in results else None,
-        "tool_call_validity": results[final]["tool_call_validity"],
-        "mean_turns": results[final]["mean_turns"],
+        **{f"{p}_accuracy": results[p]["accuracy"] if p in results else None
+           for p in ("base", "sft", "grpo")},
+        "rl_algorithm": config.rl.algorithm if stop_after == "rl" else None,
+        "tool_call_validity": results[final]["tool_call_validity"] if final else None,
+        "mean_turns": results[final]["mean_turns"] if final else None,
         "wall_time_s": timings["wall_time_s"],
         "expert_pass_rate": (expert_stats or {}).get("pass_rate"),
         "sft_best_step": job.sft_info.get("best_step"),
@@ -634,7 +649,8 @@ def _train_rl(config, job: _Run, mixture, sampler, make_vec_env, graphdef, rest,
         timings["grpo_s"] = time.perf_counter() - clock
     if rl.steps == 0:
         log.info("rl.steps=0: no RL phase")
-    results["grpo"] = run_eval("grpo", state["params"])
+    if "grpo" not in results and (r := run_eval("grpo", state["params"])) is not None:
+        results["grpo"] = r
 
 
 def load_run_config(run_dir: str) -> ml_collections.ConfigDict:
@@ -646,7 +662,7 @@ def load_run_config(run_dir: str) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(json.load(f))
 
 
-def _restore_policy(config, run_dir: str, stack: contextlib.ExitStack, step: int | None,
+def restore_policy(config, run_dir: str, stack: contextlib.ExitStack, step: int | None,
                     phase: str | None) -> tuple[types.SimpleNamespace, tok_lib.VistaTokenizer, int]:
     """The policy of a run's checkpoint (`step`, or the end of `phase`, or the newest) on
     this process's mesh, whatever mesh it was saved from. Returns (policy, tokenizer, step)."""
@@ -674,12 +690,12 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, run_dir: str, *,
                         step: int | None = None, phase: str | None = None,
                         split: str = "test", out: str | None = None) -> dict[str, Any]:
     """Greedy evaluation of a run's checkpointed policy on `config.eval.num_tasks` tasks of
-    `split` with the tool server of `config.tools` (or a local one). Writes the episodes to
+    `split` (of `eval.mixture`, tools `eval.tools`) with the tool server of `config.tools` (or a local one). Writes the episodes to
     `out` (a JSONL trajectory log) if given. Returns the `evaluate` summary plus `step`."""
     with contextlib.ExitStack() as stack:
         client = _tool_client(config, stack)
-        mixture, env_kwargs = _env_setup(config)
-        pol, tok, step = _restore_policy(config, run_dir, stack, step, phase)
+        mixture, env_kwargs = env_setup(config, for_eval=True)
+        pol, tok, step = restore_policy(config, run_dir, stack, step, phase)
         env_kwargs["token_counter"] = TokenizerCounter(tok)
         tasks = mixture.tasks(config.eval.num_tasks, split=split)
         summary, episodes = evaluate(
@@ -687,6 +703,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, run_dir: str, *,
             lambda n: VectorVistaEnv(client, n, split=split, **env_kwargs), tasks,
             batch_size=config.eval.batch_size, seed=config.seed)
         if out:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(out)  # TrajectoryWriter appends: a rerun replaces the episodes
             writer = TrajectoryWriter(out)
             for e in episodes:
                 writer.write({**e.trajectory, "reward": e.reward, "policy": f"step{step}"})
@@ -702,7 +720,7 @@ def export_checkpoint(config: ml_collections.ConfigDict, run_dir: str, out: str,
     from vista_jax.models.hf_checkpoint import save_hf_checkpoint
 
     with contextlib.ExitStack() as stack:
-        pol, tok, step = _restore_policy(config, run_dir, stack, step, phase)
+        pol, tok, step = restore_policy(config, run_dir, stack, step, phase)
         tok_dir = config.tokenizer.path or config.model.checkpoint or os.path.join(
             run_dir if not config.sft.init_from else config.sft.init_from, "tokenizer")
         token_ids = None  # a released checkpoint's tokenizer: Qwen2.5-VL's own ids

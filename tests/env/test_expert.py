@@ -141,3 +141,31 @@ def test_bindings_that_raise_end_the_plan_with_an_error(monkeypatch):
     monkeypatch.setattr(family, "bindings", broken)
     _, info = expert_messages(task, client)
     assert not info["verified"] and info["error"] == "unreadable_result:TypeError"
+
+
+def test_direct_expert_answers_without_tools_and_the_env_shows_none():
+    """sft.expert=direct with env.tools=none: "No tools." prompt, one answer turn with the
+    gold answer (verified, every family), and a tool call then is an unknown_tool error."""
+    from vista_jax.env.expert import expert_records
+    from vista_jax.env.env import NO_TOOLS
+
+    from tools_server.inprocess import InProcessToolClient
+
+    tasks = [t for fam in ("chart_qa", "counting", "geometry")
+             for t in make_tasks(fam, "train", 4, difficulty=1)]
+    client = InProcessToolClient()
+    records, stats = expert_records(tasks, client, env_kwargs={"tools": (NO_TOOLS,),
+                                                               "system_prompt_style": "minimal"},
+                                    direct=True)
+    assert stats["pass_rate"] == 1.0 and len(records) == len(tasks)
+    for r, t in zip(records, tasks):
+        roles = [m["role"] for m in r["messages"]]
+        assert roles == ["system", "user", "assistant"]
+        assert r["messages"][0]["content"] == "No tools."
+        assert r["messages"][2]["content"] == f"<answer>{t.answer}</answer>"
+    env = VistaEnv(client, family="chart_qa", tools=(NO_TOOLS,), system_prompt_style="compact")
+    assert env.tools == [] and "bar_values" not in env.system_prompt
+    env.reset(options={"task": tasks[0]})
+    _, _, _, _, info = env.step('<tool_call>{"name": "bar_values", "arguments": '
+                                '{"image": "img_0"}}</tool_call>')
+    assert info["tool_result"]["error"]["code"] == "unknown_tool"

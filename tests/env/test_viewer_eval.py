@@ -83,6 +83,34 @@ def test_eval_json_by_question_type_on_a_directory(log, capsys):
     assert report["total"]["n"] == 5 and report["by"] == "question_type"
 
 
+def test_eval_table_per_policy(records, tmp_path, capsys):
+    """The paper's Table 1: one row per policy (record field, else the log's name)."""
+    with TrajectoryWriter(tmp_path / "eval_sft.jsonl") as w:  # correct, E5
+        for r in records[:2]:
+            w.write({**r, "policy": "sft"})
+    with TrajectoryWriter(tmp_path / "eval_base.jsonl") as w:  # E4, E1
+        for r in records[2:4]:
+            w.write({**r, "policy": "base"})
+    with TrajectoryWriter(tmp_path / "rl.jsonl") as w:  # no policy field: the file's name
+        w.write(records[0])
+    assert eval_main(["--trajectories", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    lines = out.split("\n\n")[0].splitlines()
+    assert lines[0].split()[:3] == ["policy", "n", "accuracy"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
+    assert list(rows) == ["base", "sft", "rl", "total"]
+    #                  n    acc     E1       E2      E3      E4       E5      E6      tool
+    assert rows["base"] == ["2", "0.0%", "50.0%", "0.0%", "0.0%", "50.0%", "0.0%", "0.0%", "0.0%"]
+    assert rows["sft"] == ["2", "50.0%", "0.0%", "0.0%", "0.0%", "0.0%", "50.0%", "0.0%", "0.0%"]
+    assert rows["rl"][:2] == ["1", "100.0%"] and rows["total"][:2] == ["5", "40.0%"]
+    assert "family" in out.split("\n\n")[1]  # then the table per family
+    assert eval_main(["--trajectories", str(tmp_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["policies"]["sft"]["counts"]["E5"] == 1
+    assert eval_main(["--trajectories", str(tmp_path / "eval_sft.jsonl"), "--json"]) == 0
+    assert "policies" not in json.loads(capsys.readouterr().out)  # one policy: no such table
+
+
 def test_eval_keeps_labels_carried_by_records(records, tmp_path, capsys):
     with TrajectoryWriter(tmp_path / "a.jsonl") as w:
         w.write({**records[2], "taxonomy": {"label": "E2", "explanation": "stored", "turn": 0}})

@@ -147,6 +147,10 @@ def test_save_hf_checkpoint_loads_in_transformers_and_round_trips(tmp_path):
         out, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"], info
     assert hf.dtype == __import__("torch").float32
+    assert json.loads((out / "config.json").read_text())["architectures"] == [
+        "Qwen2_5_VLForConditionalGeneration"]
+    # the class named by config.json, as AutoModel-style loaders pick it
+    assert type(hf).__name__ in transformers.AutoConfig.from_pretrained(out).architectures
     ids, pix = text_and_images(cfg)
     diff = float(np.abs(our_logits(model, ids, pix) - hf_logits(hf.eval(), ids, pix)).max())
     print(f"save: max |logits - HF from_pretrained| = {diff:.2e}")

@@ -197,11 +197,18 @@ def compact_tool_line(tool: dict[str, Any]) -> str:
     return f"{fn['name']}({args})" + (f": {summary}" if summary else "")
 
 
+NO_TOOLS = "none"  # as the whole tool list: no tools shown or callable (answer directly)
+
+
 def system_prompt(tools: Sequence[dict[str, Any]], style: str = "compact") -> str:
     """The system message listing `tools` (OpenAI function shape), then the protocol in two
     lines. "minimal": one line of tool signatures, no protocol text (the protocol is learnt
     from expert trajectories; shortest sequences). "compact": one line per tool (`compact_tool_line`), for tiny policies; "full": the
     JSON schemas, as a real VLM's prompt would have."""
+    if not tools:  # NO_TOOLS: the policy answers from the image alone
+        if style == "minimal":
+            return "No tools."
+        return "No tools.\nReply <think>...</think> then <answer>...</answer>."
     if style == "minimal":  # tool signatures only: a tiny policy learns the protocol from SFT
         return "Tools: " + ", ".join(
             f"{t['function']['name']}({', '.join((t['function'].get('parameters') or {}).get('properties') or {})})"
@@ -218,9 +225,12 @@ def system_prompt(tools: Sequence[dict[str, Any]], style: str = "compact") -> st
 
 def select_tools(all_tools: Sequence[dict[str, Any]],
                  names: Sequence[str] | None) -> list[dict[str, Any]]:
-    """The tools named in `names`, in that order (all of them when `names` is empty/None)."""
+    """The tools named in `names`, in that order (all of them when `names` is empty/None;
+    none for `[NO_TOOLS]`)."""
     if not names:
         return list(all_tools)
+    if list(names) == [NO_TOOLS]:
+        return []
     by_name = {t["function"]["name"]: t for t in all_tools}
     missing = [n for n in names if n not in by_name]
     if missing:

@@ -36,8 +36,9 @@ from vista_jax.env.trajectory_log import IMAGE_KEY, TrajectoryWriter
 class ExpertScript:
     """Writes the expert's turns for one task, one at a time, from the results so far."""
 
-    def __init__(self, task: Task):
+    def __init__(self, task: Task, *, direct: bool = False):
         self.task = task
+        self.direct = direct  # answer at once, no tool calls (the "no tools" expert)
         self.family = get_family(task.family)
         self.results: list[dict[str, Any]] = []
         self.error: str | None = None  # why the plan could not continue
@@ -45,6 +46,8 @@ class ExpertScript:
     def next_turn(self) -> str | None:
         """The next assistant turn, or None when a result the plan needs is missing (e.g. a
         tool failed); `error` then says why."""
+        if self.direct:  # the gold answer as text, as a policy without tools must give it
+            return protocol.render_assistant_turn(None, answer=self.task.answer)
         try:
             bindings = self.family.bindings(self.task, self.results)
             if len(self.results) < len(self.task.reference_plan):
@@ -103,11 +106,12 @@ def expert_messages(task: Task, client, *, env: VistaEnv | None = None,
     return list(env.messages), _outcome(env, script)
 
 
-def run_expert_batch(vec_env: VectorVistaEnv, tasks: Sequence[Task]):
+def run_expert_batch(vec_env: VectorVistaEnv, tasks: Sequence[Task], *, direct: bool = False):
     """Plays the reference plans of `tasks` (one per env) in lock step, one batched tool
-    request per turn. Returns [(messages, info)] in task order."""
+    request per turn (`direct`: answers at once, no tools). Returns [(messages, info)] in
+    task order."""
     vec_env.reset(tasks=list(tasks))
-    scripts = [ExpertScript(t) for t in tasks]
+    scripts = [ExpertScript(t, direct=direct) for t in tasks]
     while not all(env.done for env in vec_env.envs):
         actions: list[str | None] = []
         for env, script in zip(vec_env.envs, scripts):
@@ -127,12 +131,13 @@ def _rate(flags: Sequence[bool]) -> float:
 
 
 def expert_records(tasks: Sequence[Task], client, filter_correct: bool = True, *,
-                   env_kwargs: dict | None = None, batch_size: int = 32
+                   env_kwargs: dict | None = None, batch_size: int = 32, direct: bool = False
                    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Expert trajectories for `tasks`, `batch_size` episodes at a time. Returns (records,
     stats): a record is {task_id, family, difficulty, question_type, messages (PIL images
     kept in memory), verified, answer, reward}; with `filter_correct` only verified ones
-    are kept. stats: n, verified, pass_rate, kept, failures (reason -> count) and pass
+    are kept. `direct`: the expert answers at once with the gold answer and calls no tool
+    (trajectories for a policy trained without tools). stats: n, verified, pass_rate, kept, failures (reason -> count) and pass
     rates by family, by "family/question_type" and by "family/difficulty"."""
     tasks = list(tasks)
     plan_len = max((len(t.reference_plan) for t in tasks), default=0)
@@ -145,7 +150,7 @@ def expert_records(tasks: Sequence[Task], client, filter_correct: bool = True, *
         chunk = tasks[start:start + batch_size]
         if len(chunk) not in envs:
             envs[len(chunk)] = VectorVistaEnv(client, len(chunk), **kw)
-        outcomes.extend(run_expert_batch(envs[len(chunk)], chunk))
+        outcomes.extend(run_expert_batch(envs[len(chunk)], chunk, direct=direct))
     records, failures = [], collections.Counter()
     groups: dict[str, dict[str, list[bool]]] = {
         "family": collections.defaultdict(list), "type": collections.defaultdict(list),

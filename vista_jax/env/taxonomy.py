@@ -614,20 +614,23 @@ def summarize(dist: Mapping[str, Mapping[str, int]],
     return out
 
 
-def format_distribution(report: Mapping[str, Any]) -> str:
+def format_distribution(report: Mapping[str, Any], rows_key: str = "families",
+                        first: str = "family") -> str:
     """`summarize`'s report (or a bare {family: {label: count}}) as a text table: one row per
-    family (and per breakdown value, indented), then the total; shares in percent."""
-    if "families" not in report:
+    family (and per breakdown value, indented), then the total; shares in percent.
+    `rows_key`/`first`: another group of rows of the report and its column title (e.g.
+    "policies" / "policy", as the paper's Table 1)."""
+    if rows_key not in report:
         report = summarize(report)
     rows = []
-    for family, row in report["families"].items():
+    for family, row in report[rows_key].items():
         rows.append((family, row))
         rows.extend((f"  {key}", sub) for key, sub in row.get("by", {}).items())
     rows.append(("total", report["total"]))
-    name_w = max(len("family"), *(len(name) for name, _ in rows))
+    name_w = max(len(first), *(len(name) for name, _ in rows))
     heads = ["n", "accuracy", *ERROR_LABELS]
     widths = [max(6, len(h)) for h in heads]
-    lines = ["  ".join([f"{'family':<{name_w}}"] + [f"{h:>{w}}" for h, w in zip(heads, widths)])]
+    lines = ["  ".join([f"{first:<{name_w}}"] + [f"{h:>{w}}" for h, w in zip(heads, widths)])]
     for name, row in rows:
         cells = [str(row["n"]), f"{100 * row['accuracy']:.1f}%"]
         cells += [f"{100 * row['shares'][label]:.1f}%" for label in ERROR_LABELS]

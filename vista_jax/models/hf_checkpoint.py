@@ -181,6 +181,7 @@ def save_hf_checkpoint(model_or_state: nnx.Module | nnx.State, config: ModelConf
         path.mkdir(parents=True, exist_ok=True)
         hf_cfg = hf_convert.hf_config_from(config, **ids)
         hf_cfg.dtype = str(np.dtype(dtype or tensors[0][1].dtype))
+        hf_cfg.architectures = ["Qwen2_5_VLForConditionalGeneration"]  # as released checkpoints
         hf_cfg.to_json_file(path / "config.json")
     by_name = {s.hf_name: (s, x) for s, x in tensors}
     names = [SINGLE_FILE] if len(shards) == 1 else [
