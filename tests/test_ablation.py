@@ -137,7 +137,8 @@ def _fake_pipeline(calls):
                 f.write(json.dumps({"phase": phase, "step": step, "reward": acc * step,
                                     "accuracy": acc, "val_accuracy": acc}) + "\n")
         with open(os.path.join(run_dir, "summary.json"), "w") as f:
-            json.dump({"results": results, "wall_time_s": 1.0}, f)
+            json.dump({"results": results, "wall_time_s": 1.0,
+                       "timings": {"grpo_s": 10.0 + config.seed}}, f)
         return {}
 
     return run
@@ -162,6 +163,9 @@ def test_sweep_runs_each_run_once_and_aggregates(tmp_path, monkeypatch):
     report = (out / "report.md").read_text()
     assert "| ppo | 2 | 55.0 ± 7.1 | 55.0 ± 7.1 |" in report  # accuracy, chart_qa
     assert "| grpo | 25.0 ± 7.1 | 75.0 ± 7.1 |" in report  # taxonomy: correct, E1
+    # RL budget: 24 steps x 8 prompts x G=8 episodes; RL wall time 10 s and 11 s
+    assert "| 1536 ± 0 | 10 ± 1 |" in report
+    assert ppo["stats"]["budget/rl_time_s"]["mean"] == pytest.approx(10.5)
     for png in ("curves", "taxonomy"):
         assert (out / "plots" / f"{png}.png").stat().st_size > 1000
     assert os.path.samefile(out / "runs" / "ppo-seed1", tmp_path / ppo["seeds"]["1"]["run_dir"])
@@ -224,3 +228,10 @@ def test_micro_sweep_through_the_job(tmp_path):
         phases = {json.loads(m)["phase"] for m in (run_dir / "metrics.jsonl").read_text().splitlines()}
         assert "sft" not in phases and ("rl" in phases) == (policy == "grpo")
     assert (tmp_path / "ablations" / "summary.md").exists()
+
+
+def test_moving_average_of_rl_curves():
+    import numpy as np
+
+    got = ablation._moving_average(np.array([1.0, 2, 3, 4, 5, 6]), 3)
+    assert np.allclose(got, [1, 1.5, 2, 3, 4, 5])

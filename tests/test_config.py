@@ -89,3 +89,23 @@ def test_load_with_overrides_for_notebooks_and_scripts():
         config_lib.load(os.path.join(ROOT, "configs", "nope.py"))
     abl = config_lib.load(os.path.join(ROOT, "configs", "ablations", "stages.py"))
     assert abl.ablation.variants and abl.name == "ablations/stages"
+
+
+def test_resume_config_differences_name_training_keys_only():
+    """What a resumed run compares with its checkpoint's config (pipeline.config_differences)."""
+    import json
+
+    from vista_jax import pipeline
+
+    cfg = tiny()
+    saved = json.loads(cfg.to_json_best_effort())
+    assert pipeline.config_differences(saved, cfg) == []
+    cfg.rl.learning_rate, cfg.log.every, cfg.name = 1e-4, 1, "elsewhere"  # log, name: resumable
+    assert pipeline.config_differences(saved, cfg) == ["rl.learning_rate"]
+    # a field added since the checkpoint: fine at its default, named when set
+    del saved["eval"]["policies"]
+    saved["sft"]["removed_field"] = 3  # a field since removed: ignored
+    cfg = tiny()
+    assert pipeline.config_differences(saved, cfg) == []
+    cfg.eval.policies = "grpo"
+    assert pipeline.config_differences(saved, cfg) == ["eval.policies"]

@@ -91,7 +91,7 @@ def test_train_and_inspect(trained):
     # The notebook's own figures (curves, taxonomy bars), the run's PNG plots and a chart.
     assert len(mime_outputs(nb, "image/png")) >= 2 + len(list((run_dir / "plots").glob("*.png"))) + 1
     assert any("<iframe srcdoc=" in page for page in mime_outputs(nb, "text/html"))  # vista-view
-    assert re.search(r"^total\s+8\s", out, re.M)  # the taxonomy table over 8 eval trajectories
+    assert re.search(r"^grpo\s+8\s", out, re.M)  # Table 1: a row per policy, 8 eval trajectories each
 
 
 @pytest.mark.slow

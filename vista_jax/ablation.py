@@ -130,32 +130,14 @@ def job_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(d)
 
 
-def _tiny_defaults() -> dict[str, Any]:
-    from vista_jax import cli
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_tiny_cpu", cli._default_config_path())
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return json.loads(mod.get_config().to_json_best_effort())
-
-
-def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def settings(config: ml_collections.ConfigDict, drop: Sequence[str] = ()) -> dict[str, Any]:
     """The fields of `config` that differ from `configs/tiny_cpu.py`'s, without the groups
     that cannot change its numbers (`NOT_IN_KEY`) and those in `drop`: what a run key
     hashes. Fields added to the defaults later leave the existing keys as they are."""
-    defaults = _flat(_tiny_defaults())
-    now = _flat(json.loads(config.to_json_best_effort()))
+    from vista_jax import config as config_lib
+
+    defaults = config_lib.defaults()
+    now = config_lib.flatten(json.loads(config.to_json_best_effort()))
     skip = tuple(NOT_IN_KEY) + tuple(drop)
     return {k: v for k, v in sorted(now.items())
             if not any(k == g or k.startswith(g + ".") for g in skip)
@@ -320,19 +302,29 @@ def collect(config: ml_collections.ConfigDict, planned: Sequence[PlannedRun]) ->
             "label": p.variant.label, "policy": p.variant.policy, "spec": p.variant.spec,
             "seeds": {}})
         curves = {"sft/val_accuracy": _curves(p.sft_dir, "sft", "val_accuracy")}
+        budget = {}
         if p.variant.policy == "rl":
             for key in ("reward", "accuracy"):
                 curves[f"rl/{key}"] = _curves(p.run_dir, "rl", key)
+            # what the RL phase cost: episodes rolled out (DAPO's extra rounds included)
+            # and its wall time
+            rl = p.config.rl
+            groups = _curves(p.run_dir, "rl", "dynamic_sampling/groups_sampled")[1]
+            budget["rl_episodes"] = float(rl.group_size * (
+                sum(groups) if groups else rl.prompts_per_step * rl.steps))
+            budget["rl_time_s"] = float(summary.get("timings", {}).get("grpo_s", float("nan")))
         entry["seeds"][str(p.seed)] = {
             "run_dir": os.path.relpath(p.run_dir, os.path.abspath(config.run_root)),
             "sft_run_dir": os.path.relpath(p.sft_dir, os.path.abspath(config.run_root)),
-            "results": res, "curves": curves,
+            "results": res, "budget": budget, "curves": curves,
             "wall_time_s": summary.get("wall_time_s")}
     for entry in by_label.values():
         seeds = list(entry["seeds"].values())
-        keys = sorted({k for s in seeds for k, v in s["results"].items()
+        values = [{**s["results"], **{f"budget/{k}": v for k, v in s["budget"].items()}}
+                  for s in seeds]
+        keys = sorted({k for vals in values for k, v in vals.items()
                        if isinstance(v, (int, float))})
-        entry["stats"] = {k: _mean_std([s["results"][k] for s in seeds if k in s["results"]])
+        entry["stats"] = {k: _mean_std([vals[k] for vals in values if k in vals])
                           for k in keys}
     return {"name": config.name, "title": a.title, "question": a.question,
             "paper": a.paper, "seeds": list(a.seeds), "sft_per_seed": bool(a.sft_per_seed),
@@ -341,14 +333,18 @@ def collect(config: ml_collections.ConfigDict, planned: Sequence[PlannedRun]) ->
             "variants": list(by_label.values())}
 
 
-def _cell(stats: Mapping[str, Any], key: str, pct: bool = True) -> str:
+PERCENT = ("accuracy", "tool_call_validity")  # cells shown in % (and accuracy@*, taxonomy/*)
+
+
+def _cell(stats: Mapping[str, Any], key: str, pct: bool = True, digits: int = 1) -> str:
+    """"mean ± std" over seeds (just the mean for one seed); "–" when absent."""
     s = stats.get(key)
     if s is None:
         return "–"
-    scale, unit = (100.0, "") if pct else (1.0, "")
+    scale = 100.0 if pct else 1.0
     if s["n"] > 1:
-        return f"{scale * s['mean']:.1f} ± {scale * s['std']:.1f}{unit}"
-    return f"{scale * s['mean']:.1f}{unit}"
+        return f"{scale * s['mean']:.{digits}f} ± {scale * s['std']:.{digits}f}"
+    return f"{scale * s['mean']:.{digits}f}"
 
 
 def tables(result: Mapping[str, Any]) -> list[str]:
@@ -358,14 +354,15 @@ def tables(result: Mapping[str, Any]) -> list[str]:
 
     variants = result["variants"]
     fams = sorted({k for v in variants for k in v["stats"] if k.startswith("accuracy@")})
-    cols = ["accuracy"] + fams + ["tool_calls_per_episode", "tool_call_validity", "mean_turns"]
+    cols = ["accuracy"] + fams + ["tool_calls_per_episode", "tool_call_validity", "mean_turns",
+                                  "budget/rl_episodes", "budget/rl_time_s"]
     heads = ["accuracy %"] + [f"{f.split('@')[1]} %" for f in fams] + [
-        "tool calls / ep", "valid calls %", "turns"]
+        "tool calls / ep", "valid calls %", "turns", "RL episodes", "RL time s"]
     lines = ["| variant | seeds | " + " | ".join(heads) + " |", "|---|---|" + "---|" * len(cols)]
     for v in variants:
         n = len(v["seeds"])
-        cells = [_cell(v["stats"], k, pct=k not in ("tool_calls_per_episode", "mean_turns"))
-                 for k in cols]
+        cells = [_cell(v["stats"], k, pct=k in PERCENT or k.startswith("accuracy@"),
+                       digits=0 if k.startswith("budget/") else 1) for k in cols]
         lines.append(f"| {v['label']} | {n} | " + " | ".join(cells) + " |")
     lines += ["", "Error taxonomy (share of all test episodes, %; E1–E6 as in the paper's "
               "Table 1, `vista_jax.env.taxonomy`):", "",
@@ -378,6 +375,17 @@ def tables(result: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+SMOOTH = 5  # RL curves: trailing moving average over this many steps
+
+
+def _moving_average(y: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over up to `window` points (the first points average fewer)."""
+    c = np.cumsum(np.insert(np.asarray(y, dtype=float), 0, 0.0))
+    end = np.arange(1, len(y) + 1)
+    start = np.maximum(end - window, 0)
+    return (c[end] - c[start]) / (end - start)
+
+
 def write_plots(out_dir: str, result: Mapping[str, Any]) -> list[str]:
     """plots/curves.png (each curve key: one line per variant, mean over seeds, ± std band)
     and plots/taxonomy.png (grouped bars of the error classes per variant)."""
@@ -387,7 +395,8 @@ def write_plots(out_dir: str, result: Mapping[str, Any]) -> list[str]:
 
     os.makedirs(os.path.join(out_dir, "plots"), exist_ok=True)
     written = []
-    panels = [("rl/reward", "RL rollout reward"), ("rl/accuracy", "RL rollout accuracy"),
+    panels = [("rl/reward", f"RL rollout reward (mean of {SMOOTH} steps)"),
+              ("rl/accuracy", f"RL rollout accuracy (mean of {SMOOTH} steps)"),
               ("sft/val_accuracy", "SFT validation accuracy")]
     drawn = []
     for key, title in panels:
@@ -399,6 +408,8 @@ def write_plots(out_dir: str, result: Mapping[str, Any]) -> list[str]:
                 continue
             steps = sorted(set.intersection(*(set(r[0]) for r in runs)))
             ys = np.array([[dict(zip(*r))[s] for s in steps] for r in runs])
+            if key.startswith("rl/"):  # one RL step is 8 prompts: smooth the noise
+                ys = np.stack([_moving_average(y, SMOOTH) for y in ys])
             lines.append((v["label"], steps, ys.mean(0), ys.std(0)))
         # SFT curves repeat across variants sharing an SFT run: one line when all agree.
         if key.startswith("sft/") and len(lines) > 1 and len({tuple(m) for _, _, m, _ in lines}) == 1:

@@ -18,8 +18,8 @@ import sys
 
 def _default_config_path() -> str:
     """configs/tiny_cpu.py of the source checkout (the embedded default)."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return os.path.join(here, "configs", "tiny_cpu.py")
+    from vista_jax import config as config_lib
+    return config_lib.default_path()
 
 
 def load_config(argv: list[str]):

@@ -196,3 +196,30 @@ def load(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None
             raise ConfigError(f"config.{key}={value!r}: {msg}") from None
     validate(config)
     return config
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested dict (a config's JSON) as {"a.b.c": value}."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def default_path() -> str:
+    """configs/tiny_cpu.py of the source checkout: the embedded default."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.join(here, "configs", "tiny_cpu.py")
+
+
+def defaults() -> dict[str, Any]:
+    """The embedded default's fields as {dotted key: JSON value} (tuples as lists)."""
+    import json
+
+    spec = importlib.util.spec_from_file_location("_tiny_cpu_defaults", default_path())
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return flatten(json.loads(module.get_config().to_json_best_effort()))

@@ -111,6 +111,40 @@ def _eval_parser() -> argparse.ArgumentParser:
     return p
 
 
+def report_from_logs(paths: Sequence[str], by: str | None = None) -> dict[str, Any]:
+    """The vista-eval report of the trajectory logs `paths` (files, or directories searched
+    for *.jsonl): `taxonomy.summarize`'s {"families", "total"} (broken down `by` a record
+    field if given), plus "policies" (one row per policy, the paper's Table 1) when the
+    records come from more than one (each record's "policy" field, else its log's name).
+    Raises LogError naming the file (and line) of unreadable input, or when there are no
+    trajectories."""
+    from vista_jax.env import taxonomy
+
+    records, labels, sources = [], [], []
+    for path in find_logs(paths):
+        for lineno, record in iter_records(path):
+            try:
+                labels.append(taxonomy.label_of(record))
+            except ValueError as e:
+                raise LogError(f"{path}:{lineno}: {e}") from e
+            records.append(record)
+            # the policy that played it: the record's own field (a run's eval logs), else
+            # the log's name (rl.jsonl: the RL rollouts)
+            sources.append(str(record.get("policy")
+                               or os.path.splitext(os.path.basename(path))[0]))
+    if not records:
+        raise LogError(f"no trajectories in {' '.join(paths)}")
+    dist = taxonomy.tally(records, labels)
+    by_dist = taxonomy.tally(records, labels, by=by) if by else None
+    report = taxonomy.summarize(dist, by_dist, by)
+    per_policy = taxonomy.tally([{"family": s} for s in sources], labels)
+    if len(per_policy) > 1:
+        order = {"base": 0, "sft": 1, "grpo": 2}
+        report["policies"] = {p: taxonomy.summary_row(per_policy[p]) for p in sorted(
+            per_policy, key=lambda p: (order.get(p, len(order)), p))}
+    return report
+
+
 def eval_main(argv: Sequence[str] | None = None) -> int:
     """The `vista-eval` command; returns the exit status (2 for unreadable input)."""
     from vista_jax.env import taxonomy
@@ -122,34 +156,11 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
                      + (f" (unrecognized: {' '.join(rest)})" if rest else ""))
     if args.checkpoint is not None:
         args.trajectories = [_evaluate_checkpoint(args, rest)]
-    records, labels, sources = [], [], []
     try:
-        for path in find_logs(args.trajectories):
-            for lineno, record in iter_records(path):
-                try:
-                    labels.append(taxonomy.label_of(record))
-                except ValueError as e:
-                    raise LogError(f"{path}:{lineno}: {e}") from e
-                records.append(record)
-                # the policy that played it: the record's own field (a run's eval logs), else
-                # the log's name (rl.jsonl: the RL rollouts)
-                sources.append(str(record.get("policy")
-                                   or os.path.splitext(os.path.basename(path))[0]))
+        report = report_from_logs(args.trajectories, by=args.by)
     except LogError as e:
         print(f"vista-eval: error: {e}", file=sys.stderr)
         return 2
-    if not records:
-        print(f"vista-eval: error: no trajectories in {' '.join(args.trajectories)}",
-              file=sys.stderr)
-        return 2
-    dist = taxonomy.tally(records, labels)
-    by_dist = taxonomy.tally(records, labels, by=args.by) if args.by else None
-    report = taxonomy.summarize(dist, by_dist, args.by)
-    per_policy = taxonomy.tally([{"family": s} for s in sources], labels)
-    if len(per_policy) > 1:  # the paper's Table 1: one row per policy
-        order = {"base": 0, "sft": 1, "grpo": 2}
-        report["policies"] = {p: taxonomy.summary_row(per_policy[p]) for p in sorted(
-            per_policy, key=lambda p: (order.get(p, len(order)), p))}
     if args.json:
         print(json.dumps(report, indent=1))
     else:

@@ -224,21 +224,21 @@ RESUMABLE_CHANGES = ("name", "run_root", "checkpoint", "log", "tools", "distribu
 
 def config_differences(saved: dict[str, Any], config: ml_collections.ConfigDict) -> list[str]:
     """Dotted keys whose values differ between a checkpoint's config and `config`, outside
-    `RESUMABLE_CHANGES`."""
-    now = json.loads(config.to_json_best_effort())
-
-    def walk(a, b, prefix=""):
-        keys = set(a) | set(b) if isinstance(a, dict) and isinstance(b, dict) else None
-        if keys is None:
-            return [] if a == b else [prefix[:-1]]
-        out = []
-        for k in sorted(keys):
-            if not prefix and k in RESUMABLE_CHANGES:
-                continue
-            out += walk(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-
-    return walk(saved, now)
+    `RESUMABLE_CHANGES`. A field added to the code since the checkpoint was written counts
+    only if it is set to something other than its default (`configs/tiny_cpu.py`'s); a
+    field since removed does not count."""
+    old = config_lib.flatten(saved)
+    now = config_lib.flatten(json.loads(config.to_json_best_effort()))
+    defaults = config_lib.defaults()
+    out = []
+    for key in sorted(set(old) | set(now)):
+        if key.split(".")[0] in RESUMABLE_CHANGES or key not in now:
+            continue
+        if key not in old and key in defaults and now[key] == defaults[key]:
+            continue
+        if old.get(key) != now[key]:
+            out.append(key)
+    return out
 
 
 class _Run:
