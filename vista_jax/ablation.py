@@ -462,7 +462,7 @@ def _section(result: Mapping[str, Any], rel: str, plots: Sequence[str],
     sft = ("one SFT run per seed" if result["sft_per_seed"]
            else f"one SFT run (seed {result['seeds'][0]}) shared by all seeds")
     lines = [f"{level} {result['title']}", "", result["question"], "",
-             f"Paper: {result['paper']}", "",
+             f"Paper: {result['paper'].rstrip('.')}.", "",
              f"Held-out test: {result['eval_tasks']} tasks of `{result['eval_mixture']}`, greedy. "
              f"Seeds {seeds} ({sft}); mean ± std (sample std) over seeds. Variants:", ""]
     lines += [f"- `{v['spec']}`" for v in result["variants"]]

@@ -21,7 +21,7 @@ def get_config():
     c.ablation.question = ("GRPO vs PPO (shared-trunk critic, GAE) vs DAPO (dynamic sampling, "
                            "clip-higher) from the same SFT policy, same number of updates.")  # the question
     c.ablation.paper = ("GRPO best; DAPO's filtering of uninformative groups starves early "
-                        "learning; PPO below GRPO.")  # the paper's finding
+                        "learning")  # the paper's finding
     c.ablation.variants = (  # label: policy overrides
         "grpo: rl",
         "ppo: rl rl.algorithm=ppo",

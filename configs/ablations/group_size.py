@@ -17,8 +17,7 @@ def get_config():
     c.ablation.title = "5. GRPO group size"  # section title
     c.ablation.question = ("GRPO with G = 2, 4, 8, 16 samples per prompt, 8 prompts per step, "
                            "24 steps, from the same SFT policy (per seed).")  # the question
-    c.ablation.paper = ("Larger groups help (more informative groups, better advantage "
-                        "estimates), with diminishing returns.")  # the paper's finding
+    c.ablation.paper = "G = 8 in VISTA-R1's GRPO; no group-size figure is quoted here"  # what the paper did
     c.ablation.variants = (  # label: policy overrides
         "G2: rl rl.group_size=2",
         "G4: rl rl.group_size=4",

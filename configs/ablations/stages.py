@@ -20,8 +20,7 @@ def get_config():
     c.ablation.question = ("What does each stage add? Held-out accuracy of the untrained policy, "
                            "after SFT on expert trajectories, after GRPO alone, and after SFT then "
                            "GRPO.")  # the question
-    c.ablation.paper = ("SFT +3.46 over the base model, GRPO +10.19 over SFT "
-                        "(VISTA-R1-8B, Table 3).")  # the paper's figures
+    c.ablation.paper = "SFT +3.46 points over the base model, GRPO +10.19 over SFT"  # the paper's figures
     c.ablation.variants = (  # label: policy overrides
         "base: base",
         "sft_only: sft",

@@ -24,8 +24,8 @@ def get_config():
     c.ablation.question = ("Does offering tools help a policy not trained to use them? Direct-"
                            "answer SFT tested without tools vs prompted with tools, and the "
                            "tool-trained SFT policy.")  # the question
-    c.ablation.paper = ("Prompting an untrained VLM to use tools lowers accuracy (naive tool "
-                        "use hurts); tool-integrated training is needed.")  # the paper's finding
+    c.ablation.paper = ("prompting a VLM to use tools it was not trained to use lowers "
+                        "accuracy (naive tool use hurts)")  # the paper's finding
     c.ablation.variants = (  # label: policy overrides
         "direct_no_tools: sft sft.expert=direct env.tools=none",
         f"direct_prompted_tools: sft sft.expert=direct env.tools=none eval.tools={TOOLS}",
