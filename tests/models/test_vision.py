@@ -168,7 +168,9 @@ def test_varlen_equals_each_image_encoded_alone(model):
     start = 0
     for (_, h, w), pix in zip(GRIDS, images):
         alone = np.asarray(model.encode_images(jnp.asarray(pix[None]), grid_hw=(h, w)))[0]
-        np.testing.assert_allclose(out[start:start + h * w // 4], alone, atol=2e-6, rtol=1e-5)
+        # float32 summation order differs between the packed and the single-image programs:
+        # ~4e-6 on values of O(1) on an AMD EPYC host (2e-6 held on the machines before)
+        np.testing.assert_allclose(out[start:start + h * w // 4], alone, atol=1e-5, rtol=1e-5)
         start += h * w // 4
     # Changing image 0 leaves the features of images 1 and 2 as they were.
     images[0] = images[0] + 1.0
