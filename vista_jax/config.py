@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import pathlib
@@ -216,7 +217,13 @@ def default_path() -> str:
 
 
 def defaults() -> dict[str, Any]:
-    """The embedded default's fields as {dotted key: JSON value} (tuples as lists)."""
+    """The embedded default's fields as {dotted key: JSON value} (tuples as lists); a copy
+    of the file's values read once per process (plans call this per variant x seed)."""
+    return dict(_defaults())
+
+
+@functools.lru_cache(maxsize=1)
+def _defaults() -> dict[str, Any]:
     import json
 
     spec = importlib.util.spec_from_file_location("_tiny_cpu_defaults", default_path())

@@ -26,7 +26,6 @@ their family, split and seed.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -182,8 +181,6 @@ def _evaluate_checkpoint(args, overrides: list[str]) -> str:
         if out is None:
             which = args.phase or (f"step{args.step}" if args.step is not None else "latest")
             out = os.path.join(args.checkpoint, "trajectories", f"eval_ckpt_{which}.jsonl")
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(out)
         summary = pipeline.evaluate_checkpoint(config, args.checkpoint, step=args.step,
                                                phase=args.phase, split=args.split, out=out)
     except (FileNotFoundError, KeyError) as e:
