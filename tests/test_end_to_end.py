@@ -5,7 +5,8 @@ subprocess (tool server started by the job itself) and checks that every artifac
 README promises exists and that every logged number is finite. That run is also the
 reference of the exact-resume test (the same job SIGKILLed twice, mid-SFT and mid-RL, and
 started again, logs the same metrics step for step) and the source of `vista-eval
---checkpoint`, `vista-export` and an RL run from its SFT checkpoint.
+--checkpoint` and `vista-export`. A second chain starts from a local HF checkpoint:
+`vista-sft` on it, then PPO from that SFT checkpoint.
 """
 
 import json
@@ -105,11 +106,19 @@ def test_main_job_writes_every_artifact(job):
 
 
 @pytest.mark.slow
-def test_vista_sft_then_ppo_from_its_checkpoint(tmp_path):
-    """`vista-sft` stops after SFT and its evaluation; `vista-train` with sft.init_from
-    restarts from that SFT phase (same tokenizer, same SFT policy: identical greedy
-    evaluation; no SFT steps logged, no tokenizer trained) and here runs PPO, whose learner
-    state (policy, value head, both optimizers) is checkpointed at the end."""
+def test_vista_sft_from_an_hf_checkpoint_then_ppo_from_its_checkpoint(tmp_path):
+    """`--config.model.checkpoint=DIR`: weights, sizes and tokenizer (Qwen2.5-VL format,
+    protocol tags added, chat template checked) come from a local HF directory. `vista-sft`
+    trains on them (on vista-expert's data) and stops after SFT and its evaluation;
+    `vista-train` with sft.init_from restarts from that SFT phase (same SFT policy:
+    identical greedy evaluation; no SFT steps logged, no tokenizer trained) and runs PPO,
+    whose learner state (policy, value head, both optimizers) is checkpointed at the end."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "models"))
+    from test_pretrained_policy import _checkpoint
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    _checkpoint(ckpt, vocab=448)
     expert = tmp_path / "data" / "expert.jsonl"  # SFT data from vista-expert, not generated
     proc = subprocess.run([sys.executable, "-c", "from vista_jax.cli import expert_main; "
                            "expert_main()", "--mixture", "chart_qa", "--difficulty", "1",
@@ -118,22 +127,27 @@ def test_vista_sft_then_ppo_from_its_checkpoint(tmp_path):
                           capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    hf = {"model.checkpoint": ckpt, "eval.num_tasks": 4}
     sft_cmd = [sys.executable, "-c", "from vista_jax.cli import sft_main; sft_main()"]
-    sft_cmd += job_cmd(tmp_path, "sftonly", **{"sft.steps": 2, "sft.validate_every": 0,
-                                               "eval.num_tasks": 4, "sft.data": expert})[3:]
+    sft_cmd += job_cmd(tmp_path, "sftonly", **hf, **{"sft.steps": 2, "sft.validate_every": 0,
+                                                     "sft.data": expert})[3:]
     proc = subprocess.run(sft_cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    log = proc.stdout + proc.stderr
+    assert f"tensors from {ckpt}" in log and "added ['<think>'" in log
     first = json.loads((tmp_path / "sftonly" / "summary.json").read_text())
     assert set(first["results"]) == {"base", "sft"} and first["grpo_accuracy"] is None
+    assert not list(_finite_numbers(first))
     assert not (tmp_path / "sftonly" / "expert").exists() and first["expert_pass_rate"] == 1.0
+    assert not (tmp_path / "sftonly" / "tokenizer").exists()  # the checkpoint's, not a trained BPE
     assert "| SFT |" in (tmp_path / "sftonly" / "report.md").read_text()
     steps = sorted(int(p.name) for p in (tmp_path / "sftonly" / "checkpoints").iterdir()
                    if p.name.isdigit())
     assert steps == [1, 2]  # sft_every=1: step 1 mid-phase, step 2 the SFT end
 
-    cmd2 = job_cmd(tmp_path, "ppo", **{"sft.init_from": tmp_path / "sftonly", "rl.steps": 1,
-                                       "rl.algorithm": "ppo", "rl.kl_coef": 0.0,
-                                       "eval.num_tasks": 4})
+    cmd2 = job_cmd(tmp_path, "ppo", **hf, **{"sft.init_from": tmp_path / "sftonly",
+                                             "rl.steps": 1, "rl.algorithm": "ppo",
+                                             "rl.kl_coef": 0.0})
     proc = subprocess.run(cmd2, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     again = json.loads((tmp_path / "ppo" / "summary.json").read_text())
@@ -147,34 +161,6 @@ def test_vista_sft_then_ppo_from_its_checkpoint(tmp_path):
     for key in ("value_loss", "explained_variance", "loss", "reward"):
         assert key in rl and math.isfinite(rl[key]), key
     assert "| SFT → PPO |" in (tmp_path / "ppo" / "report.md").read_text()
-
-
-@pytest.mark.slow
-def test_main_job_starts_from_an_hf_checkpoint(tmp_path):
-    """`--config.model.checkpoint=DIR`: weights, sizes and tokenizer (Qwen2.5-VL format,
-    protocol tags added, chat template checked) come from a local HF directory, and the job
-    runs through SFT, GRPO and evaluation on them."""
-    sys.path.insert(0, os.path.join(ROOT, "tests", "models"))
-    from test_pretrained_policy import _checkpoint
-
-    ckpt = tmp_path / "ckpt"
-    ckpt.mkdir()
-    _checkpoint(ckpt, vocab=448)
-    overrides = dict(OVERRIDES, **{"sft.steps": 2, "sft.validate_every": 2, "rl.steps": 1,
-                                   "rl.kl_coef": 0.0, "eval.num_tasks": 4})
-    overrides.pop("tokenizer.vocab_size")
-    cmd = [sys.executable, "-m", "vista_jax.cli", "--config",
-           os.path.join(ROOT, "configs", "tiny_cpu.py"), "--config.name=hf",
-           f"--config.run_root={tmp_path}", f"--config.model.checkpoint={ckpt}"]
-    cmd += [f"--config.{k}={v}" for k, v in overrides.items()]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    log = proc.stdout + proc.stderr
-    assert f"tensors from {ckpt}" in log and "added ['<think>'" in log
-    summary = json.loads((tmp_path / "hf" / "summary.json").read_text())
-    assert not list(_finite_numbers(summary))
-    assert set(summary["results"]) == {"base", "sft", "grpo"}
-    assert not (tmp_path / "hf" / "tokenizer").exists()  # the checkpoint's, not a trained BPE
 
 
 # --- exact resume ----------------------------------------------------------------------------

@@ -151,7 +151,7 @@ def test_series_keep_the_last_value_of_a_re_logged_step():
     recs = [{"phase": "rl", "step": 1, "reward": 0.1}, {"phase": "rl", "step": 0, "reward": 0.0},
             {"phase": "rl", "step": 1, "reward": 0.7}, {"phase": "sft", "step": 2, "reward": 9.0},
             {"phase": "rl", "step": 2, "reward": True}]
-    assert report._series(recs, "rl", "reward") == ([0, 1], [0.0, 0.7])
+    assert report.series(recs, "rl", "reward") == ([0, 1], [0.0, 0.7])
 
 
 # --- metrics log: TensorBoard -------------------------------------------------------------

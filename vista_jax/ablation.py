@@ -275,12 +275,12 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 def _curves(run_dir: str, phase: str, key: str) -> list[list]:
     """[steps, values] of `key` in a run's metrics.jsonl (`phase` records)."""
-    from vista_jax.report import _series, read_metrics
+    from vista_jax.report import read_metrics, series
 
     path = os.path.join(run_dir, "metrics.jsonl")
     if not os.path.isfile(path):
         return [], []
-    return list(map(list, _series(read_metrics(path), phase, key)))
+    return list(map(list, series(read_metrics(path), phase, key)))
 
 
 def _mean_std(values: Sequence[float]) -> dict[str, float]:

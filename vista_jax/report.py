@@ -85,7 +85,7 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _series(records, phase: str, key: str) -> tuple[list[int], list[float]]:
+def series(records, phase: str, key: str) -> tuple[list[int], list[float]]:
     """(steps, values) of `key` in `phase`, sorted by step; the last record of a step wins
     (a resumed run whose log was not truncated logs some steps twice)."""
     by_step = {r["step"]: float(r[key]) for r in records
@@ -100,10 +100,10 @@ def _curves(records, line: Line) -> list[tuple[str, list[int], list[float], bool
     if key.endswith("/*"):
         names = sorted({k for r in records if r.get("phase") == line.phase
                         for k in r if k.startswith(key[:-1])})
-        curves = [(k[len(key) - 1:], *_series(records, line.phase, k), line.markers)
+        curves = [(k[len(key) - 1:], *series(records, line.phase, k), line.markers)
                   for k in names]
         return [c for c in curves if c[1]]
-    steps, values = _series(records, line.phase, key)
+    steps, values = series(records, line.phase, key)
     return [(line.label or key, steps, values, line.markers)] if steps else []
 
 
