@@ -36,9 +36,6 @@ EXTRAS = {
     "test": [
         "pytest>=8",
         "pytest-timeout>=2.3",
-        # The README's test command runs the suite on 2 worker processes (`-n 2`): on CI's 2
-        # cores, compilation, imports and subprocess start-up are single-threaded.
-        "pytest-xdist>=3.6",
         "hypothesis>=6.100",
         # The Ray pool's test starts a small local Ray instance (~10 s).
         "ray>=2.40",

@@ -10,9 +10,6 @@ import pytest
 # One on-disk XLA cache for the whole session, inherited by the subprocess jobs: the tiny
 # job's programs (same shapes in the end-to-end, ablation and notebook tests) compile once.
 # Compile-count tests count jit cache entries, which a disk hit still creates.
-# Under pytest-xdist the controller loads this file first and its workers inherit the
-# variables: one cache for all workers (an entry read while another process is still
-# writing it fails to deserialize, and JAX then warns and compiles instead).
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _XLA_CACHE = tempfile.mkdtemp(prefix="vista-jax-tests-xla-")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
