@@ -33,10 +33,12 @@ OVERRIDES = {
 
 
 def job_cmd(run_root, name, **extra) -> list[str]:
+    """The job's command line: OVERRIDES updated by `extra` (a value of None drops the key)."""
     cmd = [sys.executable, "-m", "vista_jax.cli", "--config",
            os.path.join(ROOT, "configs", "tiny_cpu.py"), f"--config.name={name}",
            f"--config.run_root={run_root}"]
-    return cmd + [f"--config.{k}={v}" for k, v in {**OVERRIDES, **extra}.items()]
+    return cmd + [f"--config.{k}={v}" for k, v in {**OVERRIDES, **extra}.items()
+                  if v is not None]
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +129,8 @@ def test_vista_sft_from_an_hf_checkpoint_then_ppo_from_its_checkpoint(tmp_path):
                           capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    hf = {"model.checkpoint": ckpt, "eval.num_tasks": 4}
+    # Both runs on the checkpoint (its tokenizer: tokenizer.vocab_size does not apply).
+    hf = {"model.checkpoint": ckpt, "eval.num_tasks": 4, "tokenizer.vocab_size": None}
     sft_cmd = [sys.executable, "-c", "from vista_jax.cli import sft_main; sft_main()"]
     sft_cmd += job_cmd(tmp_path, "sftonly", **hf, **{"sft.steps": 2, "sft.validate_every": 0,
                                                      "sft.data": expert})[3:]

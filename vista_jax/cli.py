@@ -105,7 +105,10 @@ def _run_job(argv: list[str] | None, prog: str, stop_after: str) -> dict:
         print(f"\nwrote {out}/report.md and {os.path.dirname(out)}/summary.md")
         for v in result["variants"]:
             s = v["stats"]["accuracy"]
-            print(f"{v['label']}: accuracy {s['mean']:.3f} ± {s['std']:.3f} ({s['n']} seeds)")
+            per_seed = ", ".join(f"seed {k} {r['results']['accuracy']:.3f}"
+                                 for k, r in v["seeds"].items())
+            print(f"{v['label']}: accuracy {s['mean']:.3f} ± {s['std']:.3f} ({s['n']} seeds: "
+                  f"{per_seed})")
         return result
     try:
         config_lib.validate(config)
