@@ -1042,6 +1042,11 @@ class _Figure:
             raise ToolError(INVALID_ARGUMENT, f"argument 'figure': {len(unknown)} points to find "
                             f"({', '.join(unknown)}); at most {MAX_UNKNOWN_POINTS}")
         self.framed = bool(unknown) and not self.coords
+        # Facts other than lengths and radii (angles, incidences, perpendicular, parallel)
+        # hold in every scaled copy of a figure: with none of them and no placed points, the
+        # frame's unit is drawn as 1 (one unknown fewer), and only angles are fixed.
+        self.scale_free = self.framed and not any(f.kind == "length" for f in fig.facts) \
+            and not any(c.radius is not None for c in fig.circles)
         if self.framed:
             self._fix_frame(unknown)
         for n in unknown:
@@ -1067,7 +1072,11 @@ class _Figure:
                   if f.kind == "length" and first in f.names]
         second = next((n for n in linked + order if n != first), None)
         if second is not None:
-            self.coords[second] = (sympy.Symbol(f"x_{second}", positive=True), sympy.Integer(0))
+            self.coords[second] = (sympy.Integer(1) if self.scale_free
+                                   else sympy.Symbol(f"x_{second}", positive=True),
+                                   sympy.Integer(0))
+        else:
+            self.scale_free = False  # a single point: nothing to scale
 
     def radius2(self, centre: str) -> Any:
         """The squared radius of the circle about `centre`."""
@@ -1524,7 +1533,9 @@ class GeometrySolver(Tool):
     coordinates are solved for from the facts (2 s limit): when two figures fit (e.g. two
     sides and a non-included angle), both values are given. With use_coordinates=false
     every point is solved for from the facts alone, the coordinates only choosing the
-    solution that looks like the picture: use it when the picture is not to scale. Answers
+    solution that looks like the picture: use it when the picture is not to scale. Facts
+    without a length, radius or placed points fix angles only (the figure is solved at unit
+    size; a length, area or radius is then refused as not fixed). Answers
     are exact plus a decimal (decimal only with angles like 37 degrees that have no radical
     form), in the figure's units (pixels for a figure read from an image).
     """
@@ -1569,6 +1580,11 @@ class GeometrySolver(Tool):
                 raise ToolError(INVALID_ARGUMENT, f"argument 'query': the polygon "
                                 f"{' '.join(names)} crosses itself; list its vertices in order "
                                 "around it")
+            if model.scale_free and kind != "angle" and any(
+                    (n := _numeric(v)) is None or abs(n) > _TOLERANCE for v, _ in values):
+                raise ToolError(INVALID_ARGUMENT, "argument 'figure': the facts do not fix the "
+                                f"figure's size, so not {kind} {' '.join(names)} (no length, "
+                                "radius or coordinates); give one")
             if any(v is None for v, _ in values):
                 raise ToolError(INVALID_ARGUMENT, f"argument 'figure': the facts do not fix "
                                 f"{kind} {' '.join(names)}; give more lengths, angles or "
