@@ -214,7 +214,7 @@ def test_restore_onto_a_different_mesh(tmp_path):
     onto (fsdp 8), (fsdp 2, tensor 4) and (data 8) meshes, each array in the target's
     sharding."""
     env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=8")
+               XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8")
     proc = subprocess.run([sys.executable, "-c", _OTHER_MESH, str(tmp_path / "ckpt")], env=env,
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]

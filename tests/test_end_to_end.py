@@ -122,13 +122,11 @@ def test_vista_sft_from_an_hf_checkpoint_then_ppo_from_its_checkpoint(tmp_path):
     ckpt.mkdir()
     _checkpoint(ckpt, vocab=448)
     expert = tmp_path / "data" / "expert.jsonl"  # SFT data from vista-expert, not generated
-    proc = subprocess.run([sys.executable, "-c", "from vista_jax.cli import expert_main; "
-                           "expert_main()", "--mixture", "chart_qa", "--difficulty", "1",
-                           "--n", "40", "--out", str(expert), "--system-prompt-style", "minimal",
-                           "--tools", "bar_values,chart_to_table,calculator,crop"],
-                          capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    from vista_jax.cli import expert_main  # in this process (its tools in-process too)
+
+    expert_main(["--mixture", "chart_qa", "--difficulty", "1", "--n", "40", "--out",
+                 str(expert), "--system-prompt-style", "minimal",
+                 "--tools", "bar_values,chart_to_table,calculator,crop"])
     # Both runs on the checkpoint (its tokenizer: tokenizer.vocab_size does not apply).
     hf = {"model.checkpoint": ckpt, "eval.num_tasks": 4, "tokenizer.vocab_size": None}
     sft_cmd = [sys.executable, "-c", "from vista_jax.cli import sft_main; sft_main()"]
@@ -210,17 +208,18 @@ def _run_until(cmd, run_dir, done, timeout=600):
 
 @pytest.mark.slow
 def test_killed_and_resumed_job_logs_the_same_metrics_step_for_step(job):
-    """SIGKILL mid-SFT, resume, SIGKILL mid-RL, resume to the end: the metrics are those of
-    the uninterrupted run, step for step (timings aside). Each kill comes after the job
-    logged a step past its newest checkpoint, so the resume must also cut the logs back."""
+    """SIGKILL mid-RL, resume to the end: the metrics are those of the uninterrupted run,
+    step for step (timings aside). The kill comes after the job logged a step past its
+    newest checkpoint, so the resume must also cut the logs back. (A first kill mid-SFT was
+    dropped for suite time, ~25 s: SFT's mid-phase resume - params, optimizer, best-so-far,
+    the grain iterator's position - is checked in test_checkpoint.py, and the SFT phase end
+    the resume starts from here is a checkpoint like any other.)"""
     root, through, _ = job
     expected = _records(through)
     run_dir = root / "killed"
     cmd = job_cmd(root, "killed")
-    seen = _run_until(cmd, run_dir, lambda r: 2 in _logged_steps(r, "sft"))
-    assert _logged_steps(seen, "rl") == []
     seen = _run_until(cmd, run_dir, lambda r: 1 in _logged_steps(r, "rl"))
-    assert 3 in _logged_steps(seen, "sft")  # the first resume finished SFT
+    assert _logged_steps(seen, "sft") == _logged_steps(expected, "sft")  # SFT ran through
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "resuming" in proc.stderr and "RL resumed at step" in proc.stderr
@@ -259,9 +258,10 @@ def test_eval_and_export_from_the_checkpoint(job, tmp_path):
     assert f"accuracy={summary['grpo_accuracy']:.3f}" in head
     report = json.loads(proc.stdout[proc.stdout.index("\n{") + 1:])
     assert report and len(out.read_text().splitlines()) == 6
-    bad = subprocess.run([sys.executable, "-m", "vista_jax.eval_cli", "--checkpoint", str(run),
-                          "--step", "99"], capture_output=True, text=True, timeout=600)
-    assert bad.returncode != 0 and "no step 99" in bad.stderr
+    from vista_jax import eval_cli  # in this process: a fresh one only to fail costs ~8 s
+
+    with pytest.raises(SystemExit, match="no step 99"):
+        eval_cli.eval_main(["--checkpoint", str(run), "--step", "99"])
 
     export = tmp_path / "hf"
     proc = subprocess.run([sys.executable, "-c", "from vista_jax.cli import export_main; "

@@ -3,8 +3,11 @@ tiny policy on one global mesh and match a single 8-device process step for step
 
 Each process joins through `vista_jax.distributed.maybe_initialize` (env variables over the
 config), reads only its half of every SFT batch (`data.sft_iterator(shard=...)`) and hands
-it to `data.global_batch` (jax.make_array_from_process_local_data). Two meshes: (2, 4, 1)
-puts the data axis across the processes, (1, 8, 1) shards every param (FSDP) across them.
+it to `data.global_batch` (jax.make_array_from_process_local_data). The mesh (1, 8, 1)
+shards every param (FSDP) and the batch across both processes, so each step all-gathers
+params and reduce-scatters gradients between them. (A second mesh, (2, 4, 1) with the data
+axis across the processes, was dropped for suite time: 100 s for both; its cross-process
+collectives are a subset of these, and test_sharding checks (2, 2, 2) on one process.)
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ WORKER = textwrap.dedent("""
                      "images": [rng.normal(size=(GRID * GRID, 1176)).astype(np.float32)]})
     cfg = ModelConfig.tiny(64, IMG, num_layers=1, vision_num_layers=1)
     out = {}
-    for shape in ((2, 4, 1), (1, 8, 1)):
+    for shape in ((1, 8, 1),):
         mesh = sharding.make_mesh(shape)
         with jax.set_mesh(mesh):
             model = sharding.create_sharded_model(lambda: Qwen25VL(cfg, rngs=nnx.Rngs(0)), mesh)
@@ -86,7 +89,6 @@ def _free_port() -> int:
 
 def _launch(env_extra: dict[str, str]) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
-    env.pop("XLA_FLAGS", None)
     env.update(CONFIG_DIR=os.path.join(ROOT, "configs"), JAX_PLATFORMS="cpu", **env_extra)
     return subprocess.Popen([sys.executable, "-c", WORKER], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

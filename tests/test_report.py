@@ -163,12 +163,14 @@ def test_tensorboard_scalars_match_the_jsonl(tmp_path):
         log("sft", 10, {"loss": 1.5, "token_accuracy": 0.5})
         log("rl", 3, {"reward": 0.75, "tool_calls/zoom": 2, "ok": True,
                       "note": "a string", "curve": [[1, 0.5]], "nested": {"a": 1}})
-        log("eval", 0, {"policy": "sft", "accuracy": 0.5, "mean_turns": 2.0})
+        log("eval", 0, {"policy": "sft", "accuracy": 0.5, "mean_turns": 2.0,
+                        "accuracy@chart_qa": 0.75, "turns (mean)": 1.5})
 
     sft, rl, ev = (rounded(read_scalars(str(tb / p))) for p in ("sft", "rl", "eval_sft"))
     assert sft == {"sft/loss": [(0, 2.5), (10, 1.5)], "sft/token_accuracy": [(0, 0.25), (10, 0.5)]}
     assert rl == {"rl/reward": [(3, 0.75)], "rl/tool_calls/zoom": [(3, 2.0)], "rl/ok": [(3, 1.0)]}
-    assert ev == {"eval_sft/accuracy": [(0, 0.5)], "eval_sft/mean_turns": [(0, 2.0)]}
+    assert ev == {"eval_sft/accuracy": [(0, 0.5)], "eval_sft/mean_turns": [(0, 2.0)],
+                  "eval_sft/accuracy/chart_qa": [(0, 0.75)], "eval_sft/turns__mean_": [(0, 1.5)]}
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert lines[2]["note"] == "a string" and lines[2]["nested"] == {"a": 1}  # kept in JSONL
     assert lines[3]["policy"] == "sft"

@@ -371,7 +371,7 @@ _SUBPROCESS = textwrap.dedent("""
     result = {"_ref": {"losses": ref["losses"], "tok": ref["tok"].tolist(),
                        "lengths": ref["lengths"].tolist()}}
     maxdiff = lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max())
-    for shape in [(8, 1, 1), (2, 4, 1), (2, 2, 2), (1, 1, 8)]:
+    for shape in [(8, 1, 1), (2, 2, 2), (1, 1, 8)]:  # data, all three axes, tensor
         t0 = time.perf_counter()
         mesh = sharding.make_mesh(shape)
         if shape == (2, 2, 2):  # as the pipeline does: each param created in its shards
@@ -403,15 +403,14 @@ _SUBPROCESS = textwrap.dedent("""
     print("RESULT" + json.dumps(result))
 """)
 
-MESHES = ["(8, 1, 1)", "(2, 4, 1)", "(2, 2, 2)", "(1, 1, 8)"]
+MESHES = ["(8, 1, 1)", "(2, 2, 2)", "(1, 1, 8)"]
 
 
 @pytest.fixture(scope="module")
 def mesh_results():
-    # LLVM optimisation level 0 halves the CPU compile time (reference and sharded runs
-    # are compiled alike, so the comparison is unaffected).
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8 "
-               "--xla_backend_optimization_level=0")
+    # (conftest puts XLA's CPU backend at optimisation level 0, as for the whole suite)
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8")
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", _SUBPROCESS], env=env, capture_output=True,
                           text=True, timeout=600, cwd=ROOT)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import numbers
 import os
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -34,6 +35,13 @@ def scalar(value: Any) -> float | None:
     if isinstance(value, numbers.Real):  # bool, int, float, numpy scalars
         return float(value)
     return None
+
+
+def tensorboard_tag(key: str) -> str:
+    """A metric's TensorBoard tag: `accuracy@geometry` (a per-family figure) becomes
+    `accuracy/geometry`, any other character TensorBoard refuses (it renames them itself,
+    with an INFO line per key) an underscore."""
+    return re.sub(r"[^-/\w.]", "_", key.replace("@", "/"))
 
 
 class MetricsLog:
@@ -71,7 +79,8 @@ class MetricsLog:
         for key, value in metrics.items():
             v = scalar(value)
             if v is not None:
-                writer.add_scalar(f"{prefix}/{key}", v, global_step=step, walltime=walltime)
+                writer.add_scalar(tensorboard_tag(f"{prefix}/{key}"), v, global_step=step,
+                                  walltime=walltime)
 
     def _writer(self, prefix: str):
         if prefix not in self._writers:
