@@ -396,6 +396,26 @@ def test_angles_are_fixed_by_angles_alone(figure, query, kwargs, expected):
     assert out.data["status"] == "determined"
 
 
+@pytest.mark.parametrize("figure, query, expected", [
+    # one placed point fixes where the figure is, not how it is turned: both were refused
+    # (the 5-12-13 triangle by running into the 2 s limit, the circle as "not fixed")
+    ("point A (3,4)\npoint B\npoint C\nlength A B = 5\nangle A B C = 90\nlength B C = 12",
+     "length A C", "length A C = 13"),
+    ("point A (3,4)\npoint B\npoint C\nlength A B = 5\nangle A B C = 90\nlength B C = 12",
+     "area A B C", "area A B C = 30"),
+    ("point O (1,1)\npoint P\ncircle O through P\nlength O P = 2", "area O",
+     "area O = 4*pi ≈ 12.5664"),
+])
+def test_one_placed_point_leaves_the_figure_free_to_turn(figure, query, expected):
+    t0 = time.perf_counter()
+    out = call("geometry_solver", figure=figure, query=query)
+    assert out.text == f"{expected}\n(computed from the facts)"
+    assert time.perf_counter() - t0 < 1.0  # far from the 2 s limit (~0.02 s here)
+    error = refused("geometry_solver", query="length A C",
+                    figure="point A (0,0)\npoint B\npoint C\nangle B A C = 60\nangle A B C = 60")
+    assert error.message.startswith("argument 'figure': the facts do not fix the figure's size")
+
+
 def test_angles_without_radicals_give_decimals():
     out = solve("point A\npoint B\npoint C\nlength A B = 3\nlength B C = 5\nangle A B C = 37",
                 "length A C")

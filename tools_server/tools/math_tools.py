@@ -1037,6 +1037,12 @@ class _Figure:
         self.picture = {n: (sympy.Rational(xy[0]), sympy.Rational(xy[1]))
                         for n, xy in fig.points.items() if xy is not None}
         self.coords: dict[str, tuple[Any, Any]] = dict(self.picture) if use_coordinates else {}
+        if len(self.coords) == 1 and len(fig.points) > 1:
+            # One placed point fixes where the figure is, not how it is turned; every query
+            # (lengths, angles, areas, radii) is the same in a moved copy, so the point is
+            # solved for like the others in the frame below (one unknown fewer than a free
+            # rotation: without it Groebner ran into the time limit on such figures)
+            self.coords = {}
         unknown = [n for n in fig.points if n not in self.coords]
         if len(unknown) > MAX_UNKNOWN_POINTS:
             raise ToolError(INVALID_ARGUMENT, f"argument 'figure': {len(unknown)} points to find "
@@ -1533,9 +1539,10 @@ class GeometrySolver(Tool):
     coordinates are solved for from the facts (2 s limit): when two figures fit (e.g. two
     sides and a non-included angle), both values are given. With use_coordinates=false
     every point is solved for from the facts alone, the coordinates only choosing the
-    solution that looks like the picture: use it when the picture is not to scale. Facts
-    without a length, radius or placed points fix angles only (the figure is solved at unit
-    size; a length, area or radius is then refused as not fixed). Answers
+    solution that looks like the picture: use it when the picture is not to scale. One
+    placed point is solved for like the others (it fixes where the figure is, not how it is
+    turned). Facts without a length or radius, and at most one placed point, fix angles
+    only (the figure is solved at unit size; a length, area or radius is refused). Answers
     are exact plus a decimal (decimal only with angles like 37 degrees that have no radical
     form), in the figure's units (pixels for a figure read from an image).
     """
@@ -1583,8 +1590,8 @@ class GeometrySolver(Tool):
             if model.scale_free and kind != "angle" and any(
                     (n := _numeric(v)) is None or abs(n) > _TOLERANCE for v, _ in values):
                 raise ToolError(INVALID_ARGUMENT, "argument 'figure': the facts do not fix the "
-                                f"figure's size, so not {kind} {' '.join(names)} (no length, "
-                                "radius or coordinates); give one")
+                                f"figure's size, so not {kind} {' '.join(names)} (no length or "
+                                "radius, and at most one placed point); give one")
             if any(v is None for v, _ in values):
                 raise ToolError(INVALID_ARGUMENT, f"argument 'figure': the facts do not fix "
                                 f"{kind} {' '.join(names)}; give more lengths, angles or "
