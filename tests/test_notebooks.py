@@ -6,6 +6,7 @@ offline. `train_and_inspect` trains the tiny run into `VISTA_RUN_DIR` (under tmp
 training its own. A fast test checks that every notebook is stored with cleared outputs.
 """
 
+import os
 import pathlib
 import re
 
@@ -39,6 +40,9 @@ def execute(name: str, cwd: pathlib.Path, run_dir: pathlib.Path):
     with pytest.MonkeyPatch.context() as mp:  # the kernel inherits this environment
         mp.setenv("VISTA_RUN_DIR", str(run_dir))
         mp.setenv("HF_HUB_OFFLINE", "1")  # nothing may be downloaded
+        # one CPU device, as a user's kernel has (conftest's optimisation level stays)
+        mp.setenv("XLA_FLAGS", " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                                        if "device_count" not in f))
         NotebookClient(nb, kernel_name="python3", timeout=600,
                        resources={"metadata": {"path": str(cwd)}}).execute()
     return nb
