@@ -209,13 +209,12 @@ _OTHER_MESH = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_restore_onto_a_different_mesh(tmp_path):
+def test_restore_onto_a_different_mesh(tmp_path, eight_device_env):
     """Params and optimizer state saved from a (data 2, fsdp 4) mesh restore bit-exactly
     onto (fsdp 8), (fsdp 2, tensor 4) and (data 8) meshes, each array in the target's
     sharding."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8")
-    proc = subprocess.run([sys.executable, "-c", _OTHER_MESH, str(tmp_path / "ckpt")], env=env,
+    proc = subprocess.run([sys.executable, "-c", _OTHER_MESH, str(tmp_path / "ckpt")],
+                          env=eight_device_env,
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))[6:])

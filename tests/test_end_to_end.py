@@ -3,8 +3,8 @@
 Runs `python -m vista_jax.cli --config configs/tiny_cpu.py` with tiny overrides in a
 subprocess (tool server started by the job itself) and checks that every artifact the
 README promises exists and that every logged number is finite. That run is also the
-reference of the exact-resume test (the same job SIGKILLed twice, mid-SFT and mid-RL, and
-started again, logs the same metrics step for step) and the source of `vista-eval
+reference of the exact-resume test (the same job SIGKILLed mid-RL and started again logs
+the same metrics step for step) and the source of `vista-eval
 --checkpoint` and `vista-export`. A second chain starts from a local HF checkpoint:
 `vista-sft` on it, then PPO from that SFT checkpoint.
 """
@@ -210,10 +210,9 @@ def _run_until(cmd, run_dir, done, timeout=600):
 def test_killed_and_resumed_job_logs_the_same_metrics_step_for_step(job):
     """SIGKILL mid-RL, resume to the end: the metrics are those of the uninterrupted run,
     step for step (timings aside). The kill comes after the job logged a step past its
-    newest checkpoint, so the resume must also cut the logs back. (A first kill mid-SFT was
-    dropped for suite time, ~25 s: SFT's mid-phase resume - params, optimizer, best-so-far,
-    the grain iterator's position - is checked in test_checkpoint.py, and the SFT phase end
-    the resume starts from here is a checkpoint like any other.)"""
+    newest checkpoint, so the resume must also cut the logs back. SFT's mid-phase resume
+    (params, optimizer, best-so-far, the grain iterator's position) is checked in
+    test_checkpoint.py; here the resume starts from RL checkpoints."""
     root, through, _ = job
     expected = _records(through)
     run_dir = root / "killed"

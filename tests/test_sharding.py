@@ -407,10 +407,8 @@ MESHES = ["(8, 1, 1)", "(2, 2, 2)", "(1, 1, 8)"]
 
 
 @pytest.fixture(scope="module")
-def mesh_results():
-    # (conftest puts XLA's CPU backend at optimisation level 0, as for the whole suite)
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8")
+def mesh_results(eight_device_env):
+    env = eight_device_env
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", _SUBPROCESS], env=env, capture_output=True,
                           text=True, timeout=600, cwd=ROOT)

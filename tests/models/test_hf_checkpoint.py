@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -251,14 +250,11 @@ _MESH_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_load_onto_8_device_mesh_matches_single_device(tmp_path):
+def test_load_onto_8_device_mesh_matches_single_device(tmp_path, eight_device_env):
     cfg = tiny(tie_word_embeddings=False)
     save_hf_checkpoint(perturbed(Qwen25VL(cfg, rngs=nnx.Rngs(5)), seed=6), cfg, tmp_path,
                        token_ids=TOKEN_IDS, shard_size_bytes=300_000)
-    env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "")
-               + " --xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", _MESH_SCRIPT, str(tmp_path)], env=env,
+    proc = subprocess.run([sys.executable, "-c", _MESH_SCRIPT, str(tmp_path)], env=eight_device_env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(next(line for line in proc.stdout.splitlines()

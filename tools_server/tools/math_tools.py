@@ -1051,8 +1051,9 @@ class _Figure:
         # Facts other than lengths and radii (angles, incidences, perpendicular, parallel)
         # hold in every scaled copy of a figure: with none of them and no placed points, the
         # frame's unit is drawn as 1 (one unknown fewer), and only angles are fixed.
-        self.scale_free = self.framed and not any(f.kind == "length" for f in fig.facts) \
-            and not any(c.radius is not None for c in fig.circles)
+        self.scale_free = (self.framed and len(unknown) > 1
+                           and not any(f.kind == "length" for f in fig.facts)
+                           and not any(c.radius is not None for c in fig.circles))
         if self.framed:
             self._fix_frame(unknown)
         for n in unknown:
@@ -1081,8 +1082,6 @@ class _Figure:
             self.coords[second] = (sympy.Integer(1) if self.scale_free
                                    else sympy.Symbol(f"x_{second}", positive=True),
                                    sympy.Integer(0))
-        else:
-            self.scale_free = False  # a single point: nothing to scale
 
     def radius2(self, centre: str) -> Any:
         """The squared radius of the circle about `centre`."""
@@ -1591,7 +1590,7 @@ class GeometrySolver(Tool):
                     (n := _numeric(v)) is None or abs(n) > _TOLERANCE for v, _ in values):
                 raise ToolError(INVALID_ARGUMENT, "argument 'figure': the facts do not fix the "
                                 f"figure's size, so not {kind} {' '.join(names)} (no length or "
-                                "radius, and at most one placed point); give one")
+                                "radius, nor two points placed by coordinates); give one")
             if any(v is None for v, _ in values):
                 raise ToolError(INVALID_ARGUMENT, f"argument 'figure': the facts do not fix "
                                 f"{kind} {' '.join(names)}; give more lengths, angles or "
